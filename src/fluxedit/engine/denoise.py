@@ -1,0 +1,86 @@
+"""Our denoising loop: rectified-flow Euler steps with the reference tokens appended.
+
+Each step runs the transformer once on [noisy output tokens | reference tokens]
+(guidance is distilled: one pass, no negative prompt) and keeps only the
+prediction for the output tokens. The loop is ours, not the diffusers
+pipeline's, so that step caching and batching can live here later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..schema import EditCancelled
+
+
+@dataclass
+class DenoiseInputs:
+    noise: torch.Tensor  # (B, N_out, 64) packed output tokens at sigma = 1
+    reference_tokens: torch.Tensor  # (B, N_ref, 64) packed reference latents
+    position_ids: torch.Tensor  # (N_out + N_ref, 3)
+    text_embeddings: torch.Tensor  # (B, T, D) T5
+    pooled_embeddings: torch.Tensor  # (B, D) CLIP pooled
+    text_ids: torch.Tensor  # (T, 3)
+    guidance: float
+
+
+def flow_shift(image_seq_len: int, scheduler_config) -> float:
+    """The timestep shift mu, linear in the number of output tokens."""
+    base_len = scheduler_config.get("base_image_seq_len", 256)
+    max_len = scheduler_config.get("max_image_seq_len", 4096)
+    base_shift = scheduler_config.get("base_shift", 0.5)
+    max_shift = scheduler_config.get("max_shift", 1.15)
+    slope = (max_shift - base_shift) / (max_len - base_len)
+    return image_seq_len * slope + (base_shift - slope * base_len)
+
+
+def sigma_schedule(scheduler, steps: int, image_seq_len: int, device: torch.device) -> torch.Tensor:
+    """steps + 1 noise levels from 1 down to 0, shifted as the scheduler's config says."""
+    sigmas = np.linspace(1.0, 1 / steps, steps)
+    mu = flow_shift(image_seq_len, scheduler.config)
+    scheduler.set_timesteps(sigmas=sigmas, mu=mu, device=device)
+    return scheduler.sigmas.clone()
+
+
+def denoise(
+    transformer: torch.nn.Module,
+    inputs: DenoiseInputs,
+    sigmas: torch.Tensor,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> torch.Tensor:
+    """Run every step and return the clean output tokens.
+
+    `on_step(i, x0)` gets the 1-based step number and the current estimate of the clean tokens.
+    `should_stop()` is asked before each step; when it says yes, EditCancelled is raised.
+    """
+    latents = inputs.noise
+    batch, output_len = latents.shape[:2]
+    dtype = latents.dtype
+    guidance = torch.full((batch,), inputs.guidance, device=latents.device, dtype=torch.float32)
+    steps = len(sigmas) - 1
+    for i in range(steps):
+        if should_stop is not None and should_stop():
+            raise EditCancelled(f"cancelled before step {i + 1} of {steps}")
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        timestep = (sigma * 1000).expand(batch).to(dtype) / 1000
+        velocity = transformer(
+            hidden_states=torch.cat([latents, inputs.reference_tokens], dim=1),
+            timestep=timestep,
+            guidance=guidance,
+            pooled_projections=inputs.pooled_embeddings,
+            encoder_hidden_states=inputs.text_embeddings,
+            txt_ids=inputs.text_ids,
+            img_ids=inputs.position_ids,
+            return_dict=False,
+        )[0][:, :output_len]
+        # Euler step in float32, as diffusers' FlowMatchEulerDiscreteScheduler does.
+        next_latents = (latents.float() + (sigma_next - sigma) * velocity).to(velocity.dtype)
+        if on_step is not None:
+            on_step(i + 1, latents.float() - sigma * velocity.float())
+        latents = next_latents
+    return latents

@@ -1,0 +1,57 @@
+"""What a `--model` value names: the tiny model, a local folder, a single file, or a hub repo."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from ..config import DEFAULT_MODEL
+from ..schema import ModelUnavailable
+
+TINY = "tiny"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class SourceKind(StrEnum):
+    tiny = "tiny"
+    folder = "folder"
+    single_file = "single_file"
+    hub = "hub"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: SourceKind
+    location: str  # "tiny", a path, or a repo id
+
+    def __str__(self) -> str:
+        return self.location
+
+
+def classify_source(value: str) -> ModelSource:
+    """Say what `value` names, or explain why it names nothing usable."""
+    if value == TINY:
+        return ModelSource(SourceKind.tiny, TINY)
+    path = Path(value).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file() and not (path / "transformer").is_dir():
+            raise ModelUnavailable(
+                f"{value} is a folder but not a diffusers pipeline (no model_index.json): "
+                "point --model at the folder that holds model_index.json, transformer/, vae/, ..."
+            )
+        return ModelSource(SourceKind.folder, str(path))
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise ModelUnavailable(
+                f"{value} is not a .safetensors file: only safetensors checkpoints are loaded "
+                "(pickled .ckpt/.pt/.bin files can run code when opened)"
+            )
+        return ModelSource(SourceKind.single_file, str(path))
+    if _REPO_ID.match(value) and not value.startswith((".", "/", "~")):
+        return ModelSource(SourceKind.hub, value)
+    raise ModelUnavailable(
+        f"{value} was not found: it is not an existing folder or .safetensors file, "
+        f"nor a Hugging Face repo id like {DEFAULT_MODEL}"
+    )

@@ -1,0 +1,1 @@
+"""Image bytes in and out: decoding user files, encoding results with metadata."""

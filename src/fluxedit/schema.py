@@ -1,0 +1,117 @@
+"""The domain contract: what an edit asks for, what it gives back, and its errors.
+
+Every layer (CLI, engine, later the API) speaks these types. Field names are
+the API's input names, so a message naming a field means the same everywhere.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .resolution import RESOLUTION_MODES
+
+MAX_SEED = 2**64 - 1
+MAX_REFERENCE_IMAGES = 3  # besides the main image
+MAX_PROMPT_CHARS = 2000
+
+
+class OutputFormat(StrEnum):
+    jpeg = "jpeg"
+    png = "png"
+    webp = "webp"
+
+    @classmethod
+    def parse(cls, name: str) -> OutputFormat:
+        """Accept the usual spellings of a format or file extension ("jpg", ".PNG")."""
+        key = name.lower().lstrip(".")
+        key = {"jpg": "jpeg", "jpe": "jpeg", "jfif": "jpeg"}.get(key, key)
+        try:
+            return cls(key)
+        except ValueError:
+            raise InputError("output_format", f"must be jpeg, png or webp (got {name!r})") from None
+
+
+class FluxeditError(Exception):
+    """An error whose message is meant for a person, not a stack trace."""
+
+
+class InputError(FluxeditError):
+    """A bad input: names the field and the limit it broke."""
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class EditCancelled(FluxeditError):
+    """The edit was cancelled while it ran."""
+
+
+class ModelUnavailable(FluxeditError):
+    """The model weights cannot be had; the message says why and what to do."""
+
+
+class EditSettings(BaseModel):
+    """Everything about an edit except the images themselves."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="The edit instruction.")
+    num_inference_steps: int = Field(28, ge=1, le=50, description="Denoising steps.")
+    guidance_scale: float = Field(2.5, ge=0.0, le=20.0, description="Distilled guidance strength.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Random seed; random when absent.")
+    num_images: int = Field(1, ge=1, le=4, description="Images generated as one batch.")
+    output_format: OutputFormat | None = Field(
+        None, description="jpeg, png or webp; defaults to the main input image's own format."
+    )
+    output_quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality.")
+    resolution_mode: str = Field(
+        "match_input",
+        json_schema_extra={"enum": list(RESOLUTION_MODES)},
+        description="match_input (nearest preferred Kontext size), auto (input aspect at ~1 MP), or W:H.",
+    )
+    write_metadata: bool = Field(True, description="Embed prompt, seed and settings in the image file.")
+
+    def model_post_init(self, _context) -> None:
+        if self.resolution_mode not in RESOLUTION_MODES:
+            raise InputError(
+                "resolution_mode", f"must be one of {', '.join(RESOLUTION_MODES)} (got {self.resolution_mode!r})"
+            )
+        if not self.prompt.strip():
+            raise InputError("prompt", "must not be blank")
+
+
+def validated_settings(**fields) -> EditSettings:
+    """Build EditSettings, turning pydantic's errors into one InputError per first problem."""
+    try:
+        return EditSettings(**fields)
+    except ValidationError as error:
+        raise input_error_from(error) from None
+
+
+def input_error_from(error: ValidationError) -> InputError:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "input"
+    ctx = first.get("ctx") or {}
+    given = first.get("input")
+    problem = _limit_message(first["type"], ctx, first["msg"])
+    if given is not None and not isinstance(given, dict):
+        problem += f" (got {given!r})"
+    return InputError(field, problem)
+
+
+def _limit_message(kind: str, ctx: dict, default: str) -> str:
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters"
+    if kind == "extra_forbidden":
+        return "is not a known input"
+    return default[0].lower() + default[1:]
