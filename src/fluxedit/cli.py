@@ -17,7 +17,7 @@ from .resolution import RESOLUTION_MODES
 from .schema import FluxeditError, InputError, OutputFormat, validated_settings
 
 app = typer.Typer(help="fluxedit: edit images with FLUX.1 Kontext [dev] on your own machine.", no_args_is_help=True)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
 
 # The flag a user typed for each input field, so errors name what they can change.
 FLAG_FOR_FIELD = {

@@ -74,7 +74,7 @@ def _load_pipeline(source: ModelSource, components: str, dtype: torch.dtype, tok
 
 def _from_pretrained(location: str, dtype: torch.dtype, **kwargs) -> FluxKontextPipeline:
     try:
-        return FluxKontextPipeline.from_pretrained(location, torch_dtype=dtype, **kwargs)
+        return FluxKontextPipeline.from_pretrained(location, dtype=dtype, **kwargs)
     except (OSError, ValueError) as error:
         raise ModelUnavailable(f"could not load the pipeline from {location}: {error}") from None
 
@@ -116,7 +116,7 @@ def _load_single_file(path: str, components: str, dtype: torch.dtype, token: str
 
 def _from_pretrained_with(location: str, dtype, transformer, **kwargs) -> FluxKontextPipeline:
     try:
-        return FluxKontextPipeline.from_pretrained(location, transformer=transformer, torch_dtype=dtype, **kwargs)
+        return FluxKontextPipeline.from_pretrained(location, transformer=transformer, dtype=dtype, **kwargs)
     except (OSError, ValueError) as error:
         raise ModelUnavailable(f"could not load the pipeline components from {location}: {error}") from None
 

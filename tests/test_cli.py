@@ -1,0 +1,112 @@
+"""The `fluxedit` command, run as a user runs it: a real process."""
+
+import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fluxedit.imaging.encode import read_metadata
+from tests.helpers import encoded, pattern
+
+FLUXEDIT = shutil.which("fluxedit") or str(Path(sys.executable).with_name("fluxedit"))
+
+
+def fluxedit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([FLUXEDIT, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(encoded(pattern(640, 480), "JPEG"))
+    return path
+
+
+def test_edit_writes_an_image_of_the_snapped_size(photo, tmp_path):
+    result = fluxedit("edit", str(photo), "--prompt", "make it blue", "--model", "tiny", "-o", "out.png",
+                      "--steps", "2", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    written = Image.open(tmp_path / "out.png")
+    assert written.format == "PNG" and written.size == (1184, 880)
+    assert "wrote out.png (1184x880" in result.stderr
+    assert "seed " in result.stderr and "2/2" in result.stderr  # the seed and the progress bar
+
+
+def test_same_seed_gives_byte_identical_files(photo, tmp_path):
+    for name in ("a.png", "b.png"):
+        result = fluxedit("edit", str(photo), "-p", "make it blue", "--model", "tiny", "-o", name,
+                          "--seed", "42", "--steps", "2", cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert read_metadata((tmp_path / "a.png").read_bytes())["seed"] == 42
+
+
+def test_num_images_writes_that_many_files_in_the_format_asked(photo, tmp_path):
+    result = fluxedit("edit", str(photo), "-p", "make it blue", "--model", "tiny", "-o", "out.png",
+                      "--num-images", "3", "--steps", "1", "--format", "webp", "--resolution-mode", "1:1",
+                      cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    files = sorted(p.name for p in tmp_path.glob("out-*"))
+    assert files == ["out-1.png", "out-2.png", "out-3.png"]
+    for name in files:  # --format wins over the extension
+        picture = Image.open(tmp_path / name)
+        assert picture.format == "WEBP" and picture.size == (1024, 1024)
+
+
+def test_references_and_default_output_name(photo, tmp_path):
+    reference = tmp_path / "style.png"
+    reference.write_bytes(encoded(pattern(300, 300, seed=3), "PNG"))
+    result = fluxedit("edit", str(photo), str(reference), "-p", "in the style of the second image",
+                      "--model", "tiny", "--steps", "1", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    output = tmp_path / "photo-edited.jpg"  # next to the input, in the input's format
+    assert Image.open(io.BytesIO(output.read_bytes())).format == "JPEG"
+
+
+@pytest.mark.parametrize(
+    ("make_input", "extra", "message"),
+    [
+        (lambda d: d / "missing.jpg", [], "image {path}: no such file"),
+        (lambda d: _write(d / "notes.jpg", b"just some text"), [], "is not an image"),
+        (lambda d: _write(d / "anim.png", encoded(pattern(64, 64), "GIF")), [],
+         "is a GIF image; only JPEG, PNG and WebP are accepted"),
+        (lambda d: _write(d / "ok.jpg", encoded(pattern(64, 64), "JPEG")), ["--steps", "80"],
+         "--steps (num_inference_steps): must be at most 50 (got 80)"),
+        (lambda d: _write(d / "ok.jpg", encoded(pattern(64, 64), "JPEG")), ["-o", "out.gif"],
+         "-o: .gif is not a format fluxedit writes"),
+        (lambda d: _write(d / "ok.jpg", encoded(pattern(64, 64), "JPEG")), ["--num-images", "0"],
+         "--num-images (num_images): must be at least 1"),
+    ],
+)  # fmt: skip
+def test_clear_errors_without_a_traceback(tmp_path, make_input, extra, message):
+    path = make_input(tmp_path)
+    result = fluxedit("edit", str(path), "-p", "x", "--model", "tiny", *extra, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message.format(path=path) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_model_path_exits_with_a_reason(photo, tmp_path):
+    result = fluxedit("edit", str(photo), "-p", "x", "--model", "./no/such/folder", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "./no/such/folder was not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_tiny_command_writes_a_loadable_folder_and_single_file(photo, tmp_path):
+    result = fluxedit("tiny", "tiny-model", "--bfl-file", "tiny.safetensors", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "tiny-model" / "model_index.json").is_file()
+    result = fluxedit("edit", str(photo), "-p", "x", "--model", "tiny.safetensors", "--components", "tiny-model",
+                      "--steps", "1", "-o", "single.png", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "single.png").size == (1184, 880)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
