@@ -46,6 +46,10 @@ class InputError(FluxeditError):
         super().__init__(f"{field}: {problem}")
 
 
+class InputDownloadError(InputError):
+    """An input URL could not be fetched (network failure, timeout, HTTP error)."""
+
+
 class EditCancelled(FluxeditError):
     """The edit was cancelled while it ran."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import httpx
 from huggingface_hub import hf_hub_download
+from huggingface_hub.utils import logging as hub_logging
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -20,6 +21,7 @@ from huggingface_hub.errors import (
 from ..schema import ModelUnavailable
 
 PROBE_FILE = "model_index.json"
+hub_logging.set_verbosity_error()  # its own warning repeats, less clearly, what we raise
 
 
 def check_hub_access(repo_id: str, token: str | None) -> None:
