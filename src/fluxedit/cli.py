@@ -205,6 +205,125 @@ def write_tiny(
         console.print(f"wrote its transformer in BFL layout to [bold]{bfl_file}[/]", highlight=False)
 
 
+keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+DataDirOption = Annotated[Path | None, typer.Option(help="The service's data folder. [env: FLUXEDIT_DATA_DIR]")]
+
+
+@app.command()
+def serve(
+    model: ModelOption = None,
+    components: ComponentsOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+    data_dir: DataDirOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+    memory: MemoryOption = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per GPU).")] = None,
+    safety_model: Annotated[
+        str | None, typer.Option(help="Image classifier (hub id or folder) that flags NSFW outputs.")
+    ] = None,
+    public_url: Annotated[str | None, typer.Option(help="The address clients use, for absolute URLs.")] = None,
+    allow_private_urls: Annotated[
+        bool | None, typer.Option(help="Fetch URLs on loopback/private addresses.", show_default=False)
+    ] = None,
+    allow_unauthenticated: Annotated[
+        bool | None, typer.Option(help="Listen beyond loopback while no API key exists.", show_default=False)
+    ] = None,
+) -> None:
+    """Run the HTTP API, the queue and the workers (SQLite and a local data folder by default)."""
+    import uvicorn
+
+    from .api.app import create_app
+    from .service.keys import KeyRing
+    from .store.database import open_database
+
+    settings = Settings(
+        **{
+            k: v
+            for k, v in {
+                "model": model, "components": components, "host": host, "port": port, "data_dir": data_dir,
+                "device": device, "dtype": dtype, "memory": memory, "workers": workers,
+                "safety_model": safety_model, "public_url": public_url,
+                "allow_private_urls": allow_private_urls, "allow_unauthenticated": allow_unauthenticated,
+            }.items()
+            if v is not None
+        }
+    )  # fmt: skip
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    open_to_all = not _is_loopback(settings.host) and not settings.allow_unauthenticated
+    if open_to_all and not KeyRing(open_database(settings.resolved_database_url)).any_active():
+        raise fail(
+            f"refusing to listen on {settings.host} without API keys: anyone who can reach it could use "
+            "your GPU. Create one with `fluxedit keys create NAME`, or pass --allow-unauthenticated."
+        )
+    console.print(
+        f"fluxedit serving {settings.model} on http://{settings.host}:{settings.port} (data in {settings.data_dir})",
+        highlight=False,
+    )
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _key_ring(data_dir: Path | None):
+    from .service.keys import KeyRing
+    from .store.database import open_database
+
+    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return KeyRing(open_database(settings.resolved_database_url))
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A name to recognise the key by.")],
+    limit: Annotated[float | None, typer.Option(help="Spending limit in USD; past it, creation answers 402.")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create a key and print it (it is stored hashed: this is the only time it is shown)."""
+    record, key = _key_ring(data_dir).create(name, limit)
+    console.print(f"created key {record.name!r} (id {record.id}); keep it now, it is not shown again:", highlight=False)
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDirOption = None) -> None:
+    """List keys (never the keys themselves)."""
+    from rich.table import Table
+
+    table = Table("id", "name", "prefix", "limit", "created", "revoked")
+    for record in _key_ring(data_dir).list():
+        limit = f"${record.spending_limit:.2f}" if record.spending_limit is not None else "-"
+        revoked = record.revoked_at.strftime("%Y-%m-%d %H:%M") if record.revoked_at else "-"
+        created = record.created_at.strftime("%Y-%m-%d %H:%M")
+        table.add_row(record.id, record.name, record.prefix + "...", limit, created, revoked)
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name_or_id: Annotated[str, typer.Argument(help="The key's name or id.")], data_dir: DataDirOption = None
+) -> None:
+    """Revoke a key: requests with it answer 401 from now on."""
+    record = _key_ring(data_dir).revoke(name_or_id)
+    if record is None:
+        raise fail(f"no active key named or with id {name_or_id!r}")
+    console.print(f"revoked key {record.name!r} (id {record.id})", highlight=False)
+
+
 def main() -> None:
     try:
         app()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
@@ -10,6 +12,7 @@ DEFAULT_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLUXEDIT_", extra="ignore")
 
+    # The model
     model: str = DEFAULT_MODEL
     """A hub repo id, a diffusers folder, a BFL single-file .safetensors, or "tiny"."""
     components: str = DEFAULT_MODEL
@@ -20,6 +23,30 @@ class Settings(BaseSettings):
     """auto (bf16 on CUDA, fp32 on CPU), bfloat16, float16 or float32."""
     memory: str = "auto"
     """auto, gpu, model-offload, group-offload or sequential-offload (docs/engine.md)."""
+    safety_model: str | None = None
+    """An image-classification model (hub id or folder) that flags NSFW outputs; none by default."""
+
+    # The service
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("fluxedit-data")
+    database_url: str | None = None
+    """SQLAlchemy URL; default: SQLite in the data folder."""
+    public_url: str | None = None
+    """The address clients reach this server by (for absolute output URLs); default: from each request."""
+    workers: int = 0
+    """Worker processes: 0 means one per GPU (one on a machine without GPU)."""
+    allow_private_urls: bool = False
+    """Fetch image and webhook URLs that resolve to loopback/private addresses."""
+    allow_unauthenticated: bool = False
+    """Serve a non-loopback address while no API key exists."""
+    price_per_image: float = 0.025
+    max_queue: int = 1000
+    """Predictions waiting at most; past it, creation answers 429."""
+    execution_timeout: float = 600.0
+    """Seconds one prediction may run before it fails with EXECUTION_TIMEOUT."""
+    drain_timeout: float = 60.0
+    """On SIGTERM, seconds to let running work finish before it is re-queued."""
 
     def engine_options(self) -> dict[str, str]:
         return {
@@ -29,3 +56,7 @@ class Settings(BaseSettings):
             "dtype": self.dtype,
             "memory_mode": self.memory,
         }
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'fluxedit.db').resolve()}"

@@ -88,6 +88,53 @@ class EditSettings(BaseModel):
             raise InputError("prompt", "must not be blank")
 
 
+MODEL_SLUG = "flux-kontext-dev"
+MAX_LORAS = 4
+ACCELERATION_LEVELS = ("none", "regular", "high")
+
+
+class LoraRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, description="An uploaded file, a registered name, a URL or owner/repo.")
+    scale: float = Field(1.0, ge=-4.0, le=4.0)
+
+
+class EditInput(EditSettings):
+    """The model's input as the API takes it: settings plus where the images are."""
+
+    image_url: str = Field(
+        min_length=1, description="The image to edit: an http(s) URL, a data URI, or a file of this server."
+    )
+    image_urls: list[str] = Field(
+        default_factory=list, max_length=MAX_REFERENCE_IMAGES, description="Up to 3 more reference images."
+    )
+    acceleration: str = Field("none", json_schema_extra={"enum": list(ACCELERATION_LEVELS)})
+    enable_safety_checker: bool = Field(True, description="Black out outputs the safety model flags.")
+    loras: list[LoraRef] = Field(default_factory=list, max_length=MAX_LORAS)
+
+    def model_post_init(self, context) -> None:
+        super().model_post_init(context)
+        if self.acceleration not in ACCELERATION_LEVELS:
+            raise InputError(
+                "acceleration", f"must be one of {', '.join(ACCELERATION_LEVELS)} (got {self.acceleration!r})"
+            )
+
+    def settings(self) -> EditSettings:
+        return EditSettings(**self.model_dump(include=set(EditSettings.model_fields)))
+
+
+def validated_input(fields: dict, prefix: str = "") -> EditInput:
+    """Build EditInput from a request body's input object; errors name the field (with `prefix`)."""
+    try:
+        return EditInput(**fields)
+    except ValidationError as error:
+        problem = input_error_from(error)
+        raise InputError(prefix + problem.field, problem.problem) from None
+    except InputError as error:
+        raise InputError(prefix + error.field, error.problem) from None
+
+
 def validated_settings(**fields) -> EditSettings:
     """Build EditSettings, turning pydantic's errors into one InputError per first problem."""
     try:
@@ -102,8 +149,9 @@ def input_error_from(error: ValidationError) -> InputError:
     ctx = first.get("ctx") or {}
     given = first.get("input")
     problem = _limit_message(first["type"], ctx, first["msg"])
-    if given is not None and not isinstance(given, dict):
-        problem += f" (got {given!r})"
+    if given is not None and not isinstance(given, dict | list) and first["type"] != "missing":
+        shown = repr(given)
+        problem += f" (got {shown[:80] + '...' if len(shown) > 80 else shown})"
     return InputError(field, problem)
 
 
@@ -118,4 +166,8 @@ def _limit_message(kind: str, ctx: dict, default: str) -> str:
         return f"must be at most {ctx['max_length']} characters"
     if kind == "extra_forbidden":
         return "is not a known input"
+    if kind == "too_long":
+        return f"must have at most {ctx['max_length']} items"
+    if kind == "missing":
+        return "is required"
     return default[0].lower() + default[1:]

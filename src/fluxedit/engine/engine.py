@@ -21,6 +21,7 @@ from ..schema import MAX_REFERENCE_IMAGES, MAX_SEED, EditSettings, InputError, O
 from .denoise import DenoiseInputs, denoise, sigma_schedule
 from .loading import LoadedModel, load_model
 from .preview import latent_preview
+from .safety import SafetyChecker
 from .tokens import grid_ids, pack, reference_ids, unpack
 
 T5_MAX_TOKENS = 512
@@ -37,6 +38,7 @@ class Progress:
 class EditRequest:
     settings: EditSettings
     images: list[DecodedImage]  # the main image first, then up to 3 references
+    safety_check: bool = False  # run the safety model (when the engine has one) on the outputs
 
 
 @dataclass
@@ -47,6 +49,8 @@ class EditResult:
     height: int
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
+    has_nsfw_concepts: list[bool] | None = None  # None when no safety check ran
+    logs: list[str] = field(default_factory=list)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -55,16 +59,19 @@ ProgressCallback = Callable[[Progress], None]
 class Engine:
     """Runs FLUX.1 Kontext edits on one loaded model."""
 
-    def __init__(self, model: LoadedModel):
+    def __init__(self, model: LoadedModel, safety: SafetyChecker | None = None):
         self.model = model
         self.pipe = model.pipe
         self.device = model.placement.device
+        self.safety = safety
         self.vae_scale = 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
 
     @classmethod
-    def load(cls, **kwargs) -> Engine:
-        """Load a model (see loading.load_model for the arguments) and wrap it."""
-        return cls(load_model(**kwargs))
+    def load(cls, safety_model: str | None = None, **kwargs) -> Engine:
+        """Load a model (see loading.load_model for the arguments), and the safety model if named."""
+        model = load_model(**kwargs)
+        safety = SafetyChecker.load(safety_model, device=model.placement.device) if safety_model else None
+        return cls(model, safety)
 
     def edit(
         self,
@@ -79,13 +86,18 @@ class Engine:
         pixels, seed, (width, height) = self.generate(request, progress, should_stop, previews)
         generated = time.perf_counter()
         fmt = settings.output_format or request.images[0].format
+        pictures = [Image.fromarray((array * 255).round().astype(np.uint8), "RGB") for array in pixels]
+        flags, logs = None, []
+        if request.safety_check and self.safety is not None:
+            pictures, flags = self.safety.apply(pictures)
+            if any(flags):
+                logs.append(f"safety checker blacked out {sum(flags)} of {len(flags)} images")
         images = []
-        for index, array in enumerate(pixels):
-            picture = Image.fromarray((array * 255).round().astype(np.uint8), "RGB")
+        for index, picture in enumerate(pictures):
             metadata = self._metadata(settings, (seed + index) % (MAX_SEED + 1), width, height)
             images.append(encode_image(picture, fmt, settings.output_quality, metadata))
         timings = {"generate": generated - started, "encode": time.perf_counter() - generated}
-        return EditResult(images, fmt, width, height, seed, timings)
+        return EditResult(images, fmt, width, height, seed, timings, flags, logs)
 
     @torch.inference_mode()
     def generate(

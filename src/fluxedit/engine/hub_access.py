@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import httpx
 from huggingface_hub import hf_hub_download
-from huggingface_hub.utils import logging as hub_logging
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -17,6 +16,7 @@ from huggingface_hub.errors import (
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
 )
+from huggingface_hub.utils import logging as hub_logging
 
 from ..schema import ModelUnavailable
 

@@ -1,0 +1,1 @@
+"""HTTP: one router package per API dialect, sharing auth, errors and streams."""

@@ -1,0 +1,1 @@
+"""The seed platform's API (the primary dialect): predictions, models, files, usage."""

@@ -1,0 +1,49 @@
+"""Server-Sent Events for one prediction, shared by the dialects."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Callable
+
+from ..service.runner import TERMINAL
+from ..service.services import Services
+
+HEARTBEAT_S = 15.0
+
+
+def sse(event: str, data: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def prediction_events(
+    services: Services, prediction_id: str, base_url: str, previews: bool, view: Callable
+) -> AsyncIterator[bytes]:
+    queue = services.hub.subscribe(prediction_id)  # before reading the state: no event falls in between
+    try:
+        prediction = services.runner.get(prediction_id)
+        yield sse("status", {"id": prediction_id, "status": prediction.status})
+        if prediction.status in TERMINAL:
+            yield sse("output", view(services, prediction, base_url))
+            yield sse("done", {"status": prediction.status})
+            return
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if event["type"] == "status":
+                yield sse("status", {"id": prediction_id, "status": event["status"]})
+            elif event["type"] == "progress":
+                yield sse("progress", {"step": event["step"], "total": event["total"]})
+                if previews and event.get("preview"):
+                    image = "data:image/jpeg;base64," + base64.b64encode(event["preview"]).decode()
+                    yield sse("preview", {"step": event["step"], "image": image})
+            elif event["type"] == "done":
+                yield sse("output", view(services, services.runner.get(prediction_id), base_url))
+                yield sse("done", {"status": event["status"]})
+                return
+    finally:
+        services.hub.unsubscribe(prediction_id, queue)

@@ -1,0 +1,1 @@
+"""The HTTP service: API keys, pricing, safe URL fetching and webhooks."""

@@ -1,0 +1,455 @@
+"""The prediction lifecycle. The runner is the only code that changes a prediction's status.
+
+Every status change goes through `_transition`, which writes the store, wakes
+long-pollers and SSE streams, and fires the webhook. The database is the
+queue: `created` predictions whose inputs are ready wait there, oldest first,
+so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..resolution import output_size
+from ..schema import MODEL_SLUG, EditInput, FluxeditError, InputDownloadError, InputError
+from ..store.files import CONTENT_TYPES, EXTENSIONS, FileStore
+from ..store.models import Prediction, utcnow
+from .events import EventHub
+from .inputs import InputResolver
+from .keys import Caller, KeyRing
+from .metrics import ServiceMetrics
+from .pricing import prediction_cost
+
+log = logging.getLogger(__name__)
+
+QUEUED, STARTING, PROCESSING = "created", "starting", "processing"
+SUCCESS, ERROR, CANCELLED = "success", "error", "cancelled"
+TERMINAL = frozenset({SUCCESS, ERROR, CANCELLED})
+RUNNING = frozenset({STARTING, PROCESSING})
+MAX_ATTEMPTS = 2  # a prediction interrupted by a server stop runs once more, then fails
+CANCEL_GRACE_S = 30.0  # a worker that ignores a cancel this long is killed
+VERSION = "1.0"
+
+
+class QueueFull(FluxeditError):
+    pass
+
+
+class SpendingLimitReached(FluxeditError):
+    pass
+
+
+class Runner:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        files: FileStore,
+        resolver: InputResolver,
+        keys: KeyRing,
+        hub: EventHub,
+        metrics: ServiceMetrics,
+        webhooks,
+        *,
+        price_per_image: float,
+        max_queue: int,
+        execution_timeout: float,
+    ):
+        self.sessions = sessions
+        self.files = files
+        self.resolver = resolver
+        self.keys = keys
+        self.hub = hub
+        self.metrics = metrics
+        self.webhooks = webhooks
+        self.price_per_image = price_per_image
+        self.max_queue = max_queue
+        self.execution_timeout = execution_timeout
+        self.pool = None  # set by attach_pool: the pool calls back into the runner
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._timed_out: set[str] = set()
+        self._cancel_requested: set[str] = set()
+        self.draining = False
+
+    def attach_pool(self, pool) -> None:
+        self.pool = pool
+
+    # ---- start and stop -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover what a previous run left, then start dispatching."""
+        with self.sessions() as session:
+            interrupted = list(session.scalars(select(Prediction).where(Prediction.status.in_(RUNNING))))
+            unprepared = list(
+                session.scalars(select(Prediction).where(Prediction.status == QUEUED, ~Prediction.inputs_ready))
+            )
+        for prediction in interrupted:
+            if prediction.attempts >= MAX_ATTEMPTS:
+                self._fail(
+                    prediction.id,
+                    "WORKER_LOST",
+                    "the server stopped while this prediction was running, on each of its "
+                    f"{prediction.attempts} attempts; it was not tried again",
+                )
+            else:
+                self._transition(prediction.id, QUEUED, log_line="re-queued: the server stopped while it ran")
+        for prediction in unprepared:
+            self._spawn(self._prepare(prediction.id))
+        self._refresh_queue_gauge()
+        self._dispatcher = asyncio.create_task(self._dispatch_forever())
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Drain: running work may finish for `drain_timeout` s, then it is cancelled and re-queued."""
+        self.draining = True
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+        deadline = time.monotonic() + drain_timeout
+        while self.pool.busy_job_ids() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for job_id in self.pool.busy_job_ids():
+            self.pool.cancel(job_id)
+        deadline = time.monotonic() + 10
+        while self.pool.busy_job_ids() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for task in list(self._tasks):
+            task.cancel()
+
+    # ---- creation, cancel, waiting --------------------------------------------------------
+
+    async def create(
+        self,
+        caller: Caller,
+        edit_input: EditInput,
+        raw_input: dict,
+        *,
+        base_url: str,
+        own_hosts: set[str],
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        version: str | None = None,
+    ) -> Prediction:
+        self._check_admission(caller)
+        if edit_input.loras:
+            raise InputError("input.loras", "LoRA adapters are not supported by this server yet")
+        if webhook_url is not None:
+            self.resolver.classify(webhook_url, "webhook_url", set())  # "Invalid URL." now, not at delivery
+        references = [edit_input.image_url, *edit_input.image_urls]
+        fields = ["input.image_url"] + [f"input.image_urls.{i}" for i in range(len(edit_input.image_urls))]
+        classified = [self.resolver.classify(r, f, own_hosts) for r, f in zip(references, fields, strict=True)]
+        stored = [await self.resolver.store_now(r, f, caller) for r, f in zip(classified, fields, strict=True)]
+        prediction = Prediction(
+            id=secrets.token_hex(12),
+            owner_key_id=caller.key_id,
+            model=MODEL_SLUG,
+            version=version or VERSION,
+            status=QUEUED,
+            input=raw_input,
+            input_files=[record.id if record else None for record in stored],
+            inputs_ready=all(stored),
+            logs="",
+            metrics={},
+            base_url=base_url.rstrip("/"),
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+        )
+        if prediction.inputs_ready:
+            self._price(prediction, stored[0].width, stored[0].height, edit_input)
+        with self.sessions.begin() as session:
+            session.add(prediction)
+        self.hub.publish(prediction.id, {"type": "status", "status": QUEUED})
+        if prediction.inputs_ready:
+            self._wake.set()
+        else:
+            self._spawn(self._prepare(prediction.id))
+        self._refresh_queue_gauge()
+        return prediction
+
+    def _check_admission(self, caller: Caller) -> None:
+        with self.sessions() as session:
+            waiting = session.scalar(select(func.count()).where(Prediction.status == QUEUED))
+        if waiting >= self.max_queue:
+            raise QueueFull(f"the queue is full ({waiting} predictions waiting, at most {self.max_queue}); retry later")
+        if caller.spending_limit is not None:
+            spent = self.keys.spent(caller.key_id)
+            if spent >= caller.spending_limit:
+                raise SpendingLimitReached(
+                    f"this key has spent ${spent:.3f} of its ${caller.spending_limit:.2f} spending limit"
+                )
+
+    def _price(self, prediction: Prediction, width: int, height: int, edit_input: EditInput) -> None:
+        out_w, out_h = output_size(edit_input.resolution_mode, width, height)
+        prediction.width, prediction.height = out_w, out_h
+        prediction.cost = prediction_cost(out_w, out_h, edit_input.num_images, self.price_per_image)
+
+    async def cancel(self, prediction_id: str) -> None:
+        prediction = self.get(prediction_id)
+        if prediction is None or prediction.status in TERMINAL:
+            return
+        if prediction.status == QUEUED:
+            self._transition(prediction_id, CANCELLED, log_line="cancelled before it ran")
+            return
+        self._cancel_requested.add(prediction_id)
+        self.pool.cancel(prediction_id)
+        asyncio.get_running_loop().call_later(CANCEL_GRACE_S, self._kill_if_still_running, prediction_id)
+
+    def _kill_if_still_running(self, prediction_id: str) -> None:
+        if prediction_id in self.pool.busy_job_ids():
+            log.warning("worker ignored the cancel of %s; killing it", prediction_id)
+            self.pool.kill(prediction_id)
+
+    async def wait(self, prediction_id: str, timeout: float) -> Prediction | None:
+        prediction = self.get(prediction_id)
+        if prediction is None or prediction.status in TERMINAL or timeout <= 0:
+            return prediction
+        await self.hub.wait_finished(prediction_id, timeout)
+        return self.get(prediction_id)
+
+    def get(self, prediction_id: str) -> Prediction | None:
+        with self.sessions() as session:
+            return session.get(Prediction, prediction_id)
+
+    # ---- preparing inputs -----------------------------------------------------------------
+
+    async def _prepare(self, prediction_id: str) -> None:
+        prediction = self.get(prediction_id)
+        edit_input = EditInput(**prediction.input)
+        caller = Caller(prediction.owner_key_id, "")
+        references = [edit_input.image_url, *edit_input.image_urls]
+        fields = ["input.image_url"] + [f"input.image_urls.{i}" for i in range(len(edit_input.image_urls))]
+        file_ids = list(prediction.input_files)
+        try:
+            for index, (ref, field) in enumerate(zip(references, fields, strict=True)):
+                if file_ids[index] is None:
+                    reference = self.resolver.classify(ref, field, set())
+                    file_ids[index] = (await self.resolver.fetch_and_store(reference, field, caller)).id
+        except InputDownloadError as error:
+            self._fail(prediction_id, "INPUT_DOWNLOAD_ERROR", str(error))
+            return
+        except InputError as error:
+            self._fail(prediction_id, "INPUT_VALIDATION_ERROR", str(error))
+            return
+        main = self.files.get(file_ids[0])
+        with self.sessions.begin() as session:
+            row = session.get(Prediction, prediction_id)
+            if row.status != QUEUED:
+                return  # cancelled while downloading
+            row.input_files = file_ids
+            row.inputs_ready = True
+            self._price(row, main.width, main.height, edit_input)
+        self._wake.set()
+
+    # ---- dispatching ----------------------------------------------------------------------
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while (worker := self.pool.free_worker()) is not None and (prediction := self._next_ready()) is not None:
+                self._start(prediction, worker)
+
+    def _next_ready(self) -> Prediction | None:
+        with self.sessions() as session:
+            return session.scalars(
+                select(Prediction)
+                .where(Prediction.status == QUEUED, Prediction.inputs_ready)
+                .order_by(Prediction.created_at, Prediction.id)
+                .limit(1)
+            ).first()
+
+    def _start(self, prediction: Prediction, worker) -> None:
+        edit_input = EditInput(**prediction.input)
+        now = utcnow()
+        queue_time = (now - _aware(prediction.created_at)).total_seconds()
+        self._transition(
+            prediction.id,
+            STARTING,
+            started_at=now,
+            attempts=prediction.attempts + 1,
+            metrics_update={"queue_time": round(queue_time, 4)},
+            log_line=f"starting on {worker.name}",
+        )
+        image_count = len(prediction.input_files)
+        job = {
+            "id": prediction.id,
+            "settings": edit_input.settings().model_dump(mode="json"),
+            "image_paths": [str(self.files.path(file_id)) for file_id in prediction.input_files],
+            "image_fields": ["input.image_url"] + [f"input.image_urls.{i}" for i in range(image_count - 1)],
+            "safety_check": edit_input.enable_safety_checker,
+        }
+        self.pool.submit(worker, job)
+        asyncio.get_running_loop().call_later(self.execution_timeout, self._on_timeout, prediction.id)
+        self._refresh_queue_gauge()
+
+    def _on_timeout(self, prediction_id: str) -> None:
+        if prediction_id in self.pool.busy_job_ids():
+            self._timed_out.add(prediction_id)
+            self.pool.cancel(prediction_id)
+            asyncio.get_running_loop().call_later(CANCEL_GRACE_S, self._kill_if_still_running, prediction_id)
+
+    # ---- worker events ----------------------------------------------------------------------
+
+    def on_worker_event(self, worker, message: tuple) -> None:
+        kind = message[0]
+        if kind in ("ready", "load_failed"):
+            self._update_worker_gauge()
+            self._wake.set()
+            return
+        if kind == "died":
+            self.metrics.worker_restarts.inc()
+            self._update_worker_gauge()
+            if message[2] is not None:
+                self._on_lost(message[2], message[1])
+            return
+        prediction_id = message[1]
+        if kind == "started":
+            self._transition(prediction_id, PROCESSING)
+        elif kind == "progress":
+            _, _, step, total, preview = message
+            if preview is not None:
+                self.hub.latest_preview[prediction_id] = preview
+            self.hub.publish(prediction_id, {"type": "progress", "step": step, "total": total, "preview": preview})
+        elif kind == "done":
+            self._spawn(self._finish(prediction_id, message[2]))
+        elif kind == "failed":
+            self._fail(prediction_id, message[2], message[3])
+        elif kind == "cancelled":
+            self._on_cancelled(prediction_id)
+        self._wake.set()
+
+    def _on_lost(self, prediction_id: str, exit_code) -> None:
+        if self.draining:
+            self._transition(prediction_id, QUEUED, log_line="re-queued: the server is stopping")
+            return
+        self._fail(
+            prediction_id,
+            "WORKER_LOST",
+            f"the worker process stopped unexpectedly (exit code {exit_code}) while running this prediction; "
+            "it has been restarted, so a new prediction can run",
+        )
+
+    def _on_cancelled(self, prediction_id: str) -> None:
+        if prediction_id in self._timed_out:
+            self._timed_out.discard(prediction_id)
+            self._fail(prediction_id, "EXECUTION_TIMEOUT", f"it ran longer than {self.execution_timeout:g} s")
+        elif self.draining and prediction_id not in self._cancel_requested:
+            prediction = self.get(prediction_id)
+            self._transition(
+                prediction_id, QUEUED, attempts=prediction.attempts - 1, log_line="re-queued: the server is stopping"
+            )
+        else:
+            self._cancel_requested.discard(prediction_id)
+            self._transition(prediction_id, CANCELLED, completed_at=utcnow(), log_line="cancelled while running")
+
+    async def _finish(self, prediction_id: str, result: dict) -> None:
+        prediction = self.get(prediction_id)
+        flags = result["has_nsfw_concepts"]
+        logs = list(result["logs"])
+        if flags and all(flags):
+            self._fail(prediction_id, "PROVIDER_REJECTED", "the safety checker flagged every output image")
+            return
+        content_type = CONTENT_TYPES[result["format"]]
+        output_ids = []
+        for index, data in enumerate(result["images"]):
+            record = await asyncio.to_thread(
+                self.files.put,
+                data,
+                purpose="output",
+                content_type=content_type,
+                filename=f"{prediction_id}-{index}.{EXTENSIONS[content_type]}",
+                owner_key_id=prediction.owner_key_id,
+                size=(result["width"], result["height"]),
+            )
+            output_ids.append(record.id)
+        completed = utcnow()
+        predict_time = (completed - _aware(prediction.started_at)).total_seconds()
+        self.metrics.predict_time.observe(predict_time)
+        timings = {f"{k}_time": round(v, 4) for k, v in result["timings"].items()}
+        self._transition(
+            prediction_id,
+            SUCCESS,
+            output=output_ids,
+            seed=str(result["seed"]),
+            width=result["width"],
+            height=result["height"],
+            has_nsfw_concepts=flags,
+            completed_at=completed,
+            metrics_update={"predict_time": round(predict_time, 4), **timings},
+            log_line="\n".join([*logs, f"done in {predict_time:.2f} s, seed {result['seed']}"]),
+        )
+
+    def _fail(self, prediction_id: str, code: str, message: str) -> None:
+        self._transition(
+            prediction_id, ERROR, error_code=code, error_message=message, completed_at=utcnow(), log_line=message
+        )
+
+    # ---- the one place a status changes --------------------------------------------------
+
+    def _transition(
+        self, prediction_id: str, status: str, *, log_line: str | None = None, metrics_update=None, **fields
+    ) -> None:
+        with self.sessions.begin() as session:
+            prediction = session.get(Prediction, prediction_id)
+            if prediction is None or prediction.status in TERMINAL:
+                return  # an end is final: a late worker message cannot change it
+            prediction.status = status
+            for name, value in fields.items():
+                setattr(prediction, name, value)
+            if metrics_update:
+                prediction.metrics = {**prediction.metrics, **metrics_update}
+            if log_line:
+                stamp = datetime.now(UTC).strftime("%H:%M:%S")
+                prediction.logs = prediction.logs + "".join(f"{stamp} {line}\n" for line in log_line.splitlines())
+            if status == QUEUED:
+                prediction.started_at = None
+            snapshot = _detached_copy(prediction)
+        self.hub.publish(prediction_id, {"type": "status", "status": status})
+        if status in TERMINAL:
+            self.metrics.predictions.labels(status).inc()
+            self.hub.publish(prediction_id, {"type": "done", "status": status})
+            self.hub.finish(prediction_id)
+            if status != CANCELLED and snapshot.webhook_url:
+                self.webhooks.deliver(snapshot)
+        self._refresh_queue_gauge()
+
+    # ---- bookkeeping ----------------------------------------------------------------------
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("runner task failed", exc_info=task.exception())
+
+    def _refresh_queue_gauge(self) -> None:
+        with self.sessions() as session:
+            waiting = session.scalar(select(func.count()).where(Prediction.status == QUEUED))
+        self.metrics.queue_depth.set(waiting)
+
+    def _update_worker_gauge(self) -> None:
+        if self.pool is None:
+            return
+        for state in ("starting", "ready", "busy", "failed", "stopped"):
+            self.metrics.workers.labels(state).set(sum(1 for w in self.pool.workers if w.state == state))
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; they were written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _detached_copy(prediction: Prediction) -> Prediction:
+    copy = Prediction()
+    for column in Prediction.__table__.columns:
+        setattr(copy, column.key, getattr(prediction, column.key))
+    return copy

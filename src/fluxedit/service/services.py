@@ -1,0 +1,70 @@
+"""Everything one running service holds, built from Settings, started and stopped together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import Settings
+from ..store.database import open_database
+from ..store.files import FileStore
+from ..worker.pool import LocalWorkerPool
+from .events import EventHub
+from .fetch import UrlPolicy
+from .inputs import InputResolver
+from .keys import KeyRing
+from .metrics import ServiceMetrics
+from .notify import PredictionWebhooks
+from .runner import Runner
+from .webhooks import WebhookSender
+
+
+@dataclass
+class Services:
+    settings: Settings
+    sessions: object
+    files: FileStore
+    keys: KeyRing
+    hub: EventHub
+    metrics: ServiceMetrics
+    runner: Runner
+    pool: LocalWorkerPool
+    sender: WebhookSender
+    policy: UrlPolicy
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        sessions = open_database(settings.resolved_database_url)
+        files = FileStore(settings.data_dir / "files", sessions)
+        policy = UrlPolicy(allow_private=settings.allow_private_urls)
+        keys = KeyRing(sessions)
+        hub = EventHub()
+        metrics = ServiceMetrics()
+        sender = WebhookSender(policy)
+        runner = Runner(
+            sessions,
+            files,
+            InputResolver(files, policy),
+            keys,
+            hub,
+            metrics,
+            PredictionWebhooks(sender, files),
+            price_per_image=settings.price_per_image,
+            max_queue=settings.max_queue,
+            execution_timeout=settings.execution_timeout,
+        )
+        pool = LocalWorkerPool(
+            settings.engine_options(), settings.safety_model, settings.workers, runner.on_worker_event
+        )
+        runner.attach_pool(pool)
+        return cls(settings, sessions, files, keys, hub, metrics, runner, pool, sender, policy)
+
+    async def start(self) -> None:
+        await self.sender.start()
+        await self.pool.start()
+        await self.runner.start()
+
+    async def stop(self) -> None:
+        await self.runner.stop(self.settings.drain_timeout)
+        await self.pool.stop()
+        await self.sender.stop()
