@@ -228,6 +228,9 @@ def serve(
     allow_private_urls: Annotated[
         bool | None, typer.Option(help="Fetch URLs on loopback/private addresses.", show_default=False)
     ] = None,
+    allow_network: Annotated[
+        list[str] | None, typer.Option(help="A CIDR to fetch from even though private (repeatable).")
+    ] = None,
     allow_unauthenticated: Annotated[
         bool | None, typer.Option(help="Listen beyond loopback while no API key exists.", show_default=False)
     ] = None,
@@ -247,6 +250,7 @@ def serve(
                 "device": device, "dtype": dtype, "memory": memory, "workers": workers,
                 "safety_model": safety_model, "public_url": public_url,
                 "allow_private_urls": allow_private_urls, "allow_unauthenticated": allow_unauthenticated,
+                "allowed_networks": allow_network,
             }.items()
             if v is not None
         }

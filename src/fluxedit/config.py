@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     """Worker processes: 0 means one per GPU (one on a machine without GPU)."""
     allow_private_urls: bool = False
     """Fetch image and webhook URLs that resolve to loopback/private addresses."""
+    allowed_networks: list[str] = []
+    """CIDRs fetched even though private/loopback (finer than allow_private_urls), e.g. ["10.1.2.0/24"]."""
     allow_unauthenticated: bool = False
     """Serve a non-loopback address while no API key exists."""
     price_per_image: float = 0.025

@@ -36,7 +36,7 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         sessions = open_database(settings.resolved_database_url)
         files = FileStore(settings.data_dir / "files", sessions)
-        policy = UrlPolicy(allow_private=settings.allow_private_urls)
+        policy = UrlPolicy(allow_private=settings.allow_private_urls, allowed_networks=tuple(settings.allowed_networks))
         keys = KeyRing(sessions)
         hub = EventHub()
         metrics = ServiceMetrics()
