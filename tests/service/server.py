@@ -60,9 +60,8 @@ class Server:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
-    def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        return [int(pid) for pid in children if "fluxedit-worker" in _cmdline(int(pid)) or _is_python(int(pid))]
+    def worker_pid(self) -> int:
+        return httpx.get(self.url + "/health", timeout=5).json()["workers"][0]["pid"]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.process and self.process.poll() is None:
@@ -79,23 +78,6 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-        for pid in _orphans(self):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def _is_python(pid: int) -> bool:
-    return "multiprocessing" in _cmdline(pid) or "python" in _cmdline(pid)
-
-
-def _orphans(server: Server) -> list[int]:
-    return []
 
 
 def create(client: httpx.Client, **input_fields) -> str:

@@ -31,7 +31,14 @@ async def health(request: Request) -> JSONResponse:
         "status": status,
         "reason": reason,
         "workers": [
-            {"name": w.name, "state": w.state, "reason": w.reason, "restarts": w.restarts, **w.info}
+            {
+                "name": w.name,
+                "state": w.state,
+                "reason": w.reason,
+                "restarts": w.restarts,
+                "pid": w.process.pid if w.process else None,
+                **w.info,
+            }
             for w in found.pool.workers
         ],
         "queue_depth": int(found.metrics.queue_depth._value.get()),
