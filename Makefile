@@ -23,10 +23,9 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-# Until the HTTP service exists, the main job is one edit of the sample picture.
+# The service: API, queue and workers on http://127.0.0.1:8000, data in ./fluxedit-data.
 serve: install
-	$(FLUXEDIT) edit samples/sample.jpg --prompt "turn it into a watercolour painting" \
-		--model $(MODEL) -o out/sample-edited.jpg
+	$(FLUXEDIT) serve --model $(MODEL)
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests bench

@@ -29,6 +29,7 @@ FLAG_FOR_FIELD = {
     "output_format": "--format",
     "output_quality": "--quality",
     "resolution_mode": "--resolution-mode",
+    "acceleration": "--acceleration",
 }
 
 ModelOption = Annotated[
@@ -114,6 +115,9 @@ def edit(
     quality: Annotated[int, typer.Option(help="JPEG/WebP quality, 1-100.")] = 90,
     resolution_mode: Annotated[str, typer.Option(help=f"Output size: {', '.join(RESOLUTION_MODES)}.")] = "match_input",
     metadata: Annotated[bool, typer.Option(help="Embed prompt, seed and settings in the file.")] = True,
+    acceleration: Annotated[
+        str, typer.Option(help="none (every step in full), regular (step caching) or high (+ fp8, compile on GPU).")
+    ] = "none",
     model: ModelOption = None,
     components: ComponentsOption = None,
     device: DeviceOption = None,
@@ -132,6 +136,7 @@ def edit(
             output_quality=quality,
             resolution_mode=resolution_mode,
             write_metadata=metadata,
+            acceleration=acceleration,
         )
         images = _read_inputs(inputs)
     except InputError as error:
@@ -147,7 +152,13 @@ def edit(
         path.write_bytes(data)
         console.print(f"wrote [bold]{path}[/] ({result.width}x{result.height}, {len(data):,} bytes)", highlight=False)
     seconds = result.timings["generate"] + result.timings["encode"]
-    console.print(f"seed {result.seed}, {settings.num_inference_steps} steps, {seconds:.1f} s", highlight=False)
+    console.print(
+        f"seed {result.seed}, {settings.num_inference_steps} steps, {result.transformer_passes} transformer passes "
+        f"(acceleration {result.acceleration}), {seconds:.1f} s",
+        highlight=False,
+    )
+    for line in result.logs:
+        console.print(f"note: {line}", highlight=False)
 
 
 def _run_edit(config: Settings, settings, images):

@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     """auto (bf16 on CUDA, fp32 on CPU), bfloat16, float16 or float32."""
     memory: str = "auto"
     """auto, gpu, model-offload, group-offload or sequential-offload (docs/engine.md)."""
+    cache_mode: str = "schedule"
+    """Step caching for the regular/high levels: schedule (fixed, TaylorSeer-style) or adaptive (First-Block-Cache)."""
+    cache_threshold: float | None = None
+    """0 switches step caching off (every level then computes every step); empty: each level's default."""
+    attention: str = "auto"
+    """Attention kernel: auto (FlashAttention 3, SageAttention or FlashAttention 2 when installed), native, ..."""
     safety_model: str | None = None
     """An image-classification model (hub id or folder) that flags NSFW outputs; none by default."""
 
@@ -58,6 +64,9 @@ class Settings(BaseSettings):
             "dtype": self.dtype,
             "memory_mode": self.memory,
         }
+
+    def speed_options(self) -> dict:
+        return {"cache_mode": self.cache_mode, "cache_threshold": self.cache_threshold, "attention": self.attention}
 
     @property
     def resolved_database_url(self) -> str:

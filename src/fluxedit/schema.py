@@ -15,6 +15,7 @@ from .resolution import RESOLUTION_MODES
 MAX_SEED = 2**64 - 1
 MAX_REFERENCE_IMAGES = 3  # besides the main image
 MAX_PROMPT_CHARS = 2000
+ACCELERATION_LEVELS = ("none", "regular", "high")
 
 
 class OutputFormat(StrEnum):
@@ -77,6 +78,11 @@ class EditSettings(BaseModel):
         json_schema_extra={"enum": list(RESOLUTION_MODES)},
         description="match_input (nearest preferred Kontext size), auto (input aspect at ~1 MP), or W:H.",
     )
+    acceleration: str = Field(
+        "none",
+        json_schema_extra={"enum": ["none", "regular", "high"]},
+        description="none (every step in full), regular (step caching) or high (caching, fp8, compiled).",
+    )
     write_metadata: bool = Field(True, description="Embed prompt, seed and settings in the image file.")
 
     def model_post_init(self, _context) -> None:
@@ -86,11 +92,14 @@ class EditSettings(BaseModel):
             )
         if not self.prompt.strip():
             raise InputError("prompt", "must not be blank")
+        if self.acceleration not in ACCELERATION_LEVELS:
+            raise InputError(
+                "acceleration", f"must be one of {', '.join(ACCELERATION_LEVELS)} (got {self.acceleration!r})"
+            )
 
 
 MODEL_SLUG = "flux-kontext-dev"
 MAX_LORAS = 4
-ACCELERATION_LEVELS = ("none", "regular", "high")
 
 
 class LoraRef(BaseModel):
@@ -109,16 +118,8 @@ class EditInput(EditSettings):
     image_urls: list[str] = Field(
         default_factory=list, max_length=MAX_REFERENCE_IMAGES, description="Up to 3 more reference images."
     )
-    acceleration: str = Field("none", json_schema_extra={"enum": list(ACCELERATION_LEVELS)})
     enable_safety_checker: bool = Field(True, description="Black out outputs the safety model flags.")
     loras: list[LoraRef] = Field(default_factory=list, max_length=MAX_LORAS)
-
-    def model_post_init(self, context) -> None:
-        super().model_post_init(context)
-        if self.acceleration not in ACCELERATION_LEVELS:
-            raise InputError(
-                "acceleration", f"must be one of {', '.join(ACCELERATION_LEVELS)} (got {self.acceleration!r})"
-            )
 
     def settings(self) -> EditSettings:
         return EditSettings(**self.model_dump(include=set(EditSettings.model_fields)))

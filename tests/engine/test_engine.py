@@ -30,7 +30,8 @@ def run_diffusers(pipe, image, width, height, seeds, steps=2, guidance=2.5, prom
 
 
 def test_single_reference_equals_diffusers_pipeline(tiny_engine, landscape):
-    pixels, seed, (width, height) = tiny_engine.generate(EditRequest(settings(guidance_scale=3.0), [landscape]))
+    generation = tiny_engine.generate(EditRequest(settings(guidance_scale=3.0), [landscape]))
+    pixels, seed, (width, height) = generation.pixels, generation.seed, generation.size
     assert (width, height) == (1184, 880)
     reference = run_diffusers(tiny_engine.pipe, landscape.image, width, height, [seed], guidance=3.0)
     assert pixels.shape == reference.shape == (1, 880, 1184, 3)
@@ -38,7 +39,8 @@ def test_single_reference_equals_diffusers_pipeline(tiny_engine, landscape):
 
 
 def test_a_batch_matches_diffusers_batch(tiny_engine, landscape):
-    pixels, seed, (width, height) = tiny_engine.generate(EditRequest(settings(num_images=2), [landscape]))
+    generation = tiny_engine.generate(EditRequest(settings(num_images=2), [landscape]))
+    pixels, seed, (width, height) = generation.pixels, generation.seed, generation.size
     reference = run_diffusers(tiny_engine.pipe, landscape.image, width, height, [seed, seed + 1])
     # We decode one image at a time (less GPU memory); the VAE's batched convolutions round differently.
     assert np.abs(pixels - reference).max() < 2e-3
@@ -60,8 +62,8 @@ def test_random_seed_is_reported_and_reproduces_the_image(tiny_engine, landscape
 
 
 def test_image_k_of_a_batch_is_reproducible_alone_with_seed_plus_k(tiny_engine, landscape):
-    batch, _, _ = tiny_engine.generate(EditRequest(settings(seed=100, num_images=3), [landscape]))
-    alone, _, _ = tiny_engine.generate(EditRequest(settings(seed=102), [landscape]))
+    batch = tiny_engine.generate(EditRequest(settings(seed=100, num_images=3), [landscape])).pixels
+    alone = tiny_engine.generate(EditRequest(settings(seed=102), [landscape])).pixels
     assert batch.shape[0] == 3
     assert np.abs(batch[2] - alone[0]).max() < 2e-3
     assert np.abs(batch[0] - batch[1]).max() > 0.01
@@ -162,8 +164,8 @@ def test_several_references_are_placed_side_by_side_with_index_one(tiny_engine):
 
 def test_more_references_change_the_result(tiny_engine, landscape):
     extra = DecodedImage(pattern(512, 512, seed=9), OutputFormat.png)
-    alone, _, _ = tiny_engine.generate(EditRequest(settings(), [landscape]))
-    together, _, _ = tiny_engine.generate(EditRequest(settings(), [landscape, extra]))
+    alone = tiny_engine.generate(EditRequest(settings(), [landscape])).pixels
+    together = tiny_engine.generate(EditRequest(settings(), [landscape, extra])).pixels
     assert alone.shape == together.shape
     assert np.abs(alone - together).max() > 1e-3
 

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..schema import InputError
-from ..service.runner import QueueFull, SpendingLimitReached
+from ..service.runner import NoWorkers, QueueFull, SpendingLimitReached
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SpendingLimitReached)
     async def _limit(_request: Request, error: SpendingLimitReached):
         return JSONResponse({"error": str(error)}, status_code=402)
+
+    @app.exception_handler(NoWorkers)
+    async def _no_workers(_request: Request, error: NoWorkers):
+        return JSONResponse({"error": str(error)}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, error: RequestValidationError):

@@ -28,6 +28,10 @@ async def prediction_events(
             yield sse("output", view(services, prediction, base_url))
             yield sse("done", {"status": prediction.status})
             return
+        joined_late = services.hub.latest_progress.get(prediction_id)
+        if joined_late is not None:
+            for chunk in _progress(joined_late, previews):
+                yield chunk
         while True:
             try:
                 event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
@@ -37,13 +41,19 @@ async def prediction_events(
             if event["type"] == "status":
                 yield sse("status", {"id": prediction_id, "status": event["status"]})
             elif event["type"] == "progress":
-                yield sse("progress", {"step": event["step"], "total": event["total"]})
-                if previews and event.get("preview"):
-                    image = "data:image/jpeg;base64," + base64.b64encode(event["preview"]).decode()
-                    yield sse("preview", {"step": event["step"], "image": image})
+                for chunk in _progress(event, previews):
+                    yield chunk
             elif event["type"] == "done":
                 yield sse("output", view(services, services.runner.get(prediction_id), base_url))
                 yield sse("done", {"status": event["status"]})
                 return
     finally:
         services.hub.unsubscribe(prediction_id, queue)
+
+
+def _progress(event: dict, previews: bool) -> list[bytes]:
+    chunks = [sse("progress", {"step": event["step"], "total": event["total"]})]
+    if previews and event.get("preview"):
+        image = "data:image/jpeg;base64," + base64.b64encode(event["preview"]).decode()
+        chunks.append(sse("preview", {"step": event["step"], "image": image}))
+    return chunks

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..schema import EditCancelled
+from .acceleration import StepPlan, VelocityExtrapolator
 
 
 @dataclass
@@ -52,35 +53,45 @@ def denoise(
     sigmas: torch.Tensor,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> torch.Tensor:
-    """Run every step and return the clean output tokens.
+    plan: StepPlan | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Run every step; return the clean output tokens and how many full transformer passes ran.
 
     `on_step(i, x0)` gets the 1-based step number and the current estimate of the clean tokens.
     `should_stop()` is asked before each step; when it says yes, EditCancelled is raised.
+    `plan` says which steps run the transformer (acceleration.py); by default, all of them.
     """
     latents = inputs.noise
     batch, output_len = latents.shape[:2]
     dtype = latents.dtype
     guidance = torch.full((batch,), inputs.guidance, device=latents.device, dtype=torch.float32)
     steps = len(sigmas) - 1
+    full_steps = plan.full_steps if plan is not None else frozenset(range(steps))
+    extrapolator = VelocityExtrapolator()
+    passes = 0
     for i in range(steps):
         if should_stop is not None and should_stop():
             raise EditCancelled(f"cancelled before step {i + 1} of {steps}")
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        timestep = (sigma * 1000).expand(batch).to(dtype) / 1000
-        velocity = transformer(
-            hidden_states=torch.cat([latents, inputs.reference_tokens], dim=1),
-            timestep=timestep,
-            guidance=guidance,
-            pooled_projections=inputs.pooled_embeddings,
-            encoder_hidden_states=inputs.text_embeddings,
-            txt_ids=inputs.text_ids,
-            img_ids=inputs.position_ids,
-            return_dict=False,
-        )[0][:, :output_len]
+        if i in full_steps:
+            timestep = (sigma * 1000).expand(batch).to(dtype) / 1000
+            velocity = transformer(
+                hidden_states=torch.cat([latents, inputs.reference_tokens], dim=1),
+                timestep=timestep,
+                guidance=guidance,
+                pooled_projections=inputs.pooled_embeddings,
+                encoder_hidden_states=inputs.text_embeddings,
+                txt_ids=inputs.text_ids,
+                img_ids=inputs.position_ids,
+                return_dict=False,
+            )[0][:, :output_len]
+            extrapolator.record(float(sigma), velocity)
+            passes += 1
+        else:
+            velocity = extrapolator.predict(float(sigma)).to(dtype)
         # Euler step in float32, as diffusers' FlowMatchEulerDiscreteScheduler does.
         next_latents = (latents.float() + (sigma_next - sigma) * velocity).to(velocity.dtype)
         if on_step is not None:
             on_step(i + 1, latents.float() - sigma * velocity.float())
         latents = next_latents
-    return latents
+    return latents, passes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,13 +19,33 @@ from ..imaging.decode import DecodedImage
 from ..imaging.encode import encode_image
 from ..resolution import nearest_preferred_size, output_size
 from ..schema import MAX_REFERENCE_IMAGES, MAX_SEED, EditSettings, InputError, OutputFormat
+from .acceleration import plan_steps
 from .denoise import DenoiseInputs, denoise, sigma_schedule
+from .fast_paths import FastTransformer, apply_attention_backend, pick_attention_backend
 from .loading import LoadedModel, load_model
 from .preview import latent_preview
 from .safety import SafetyChecker
+from .step_cache import first_block_cache
 from .tokens import grid_ids, pack, reference_ids, unpack
 
 T5_MAX_TOKENS = 512
+PROMPT_CACHE_SIZE = 8  # iterative editing repeats prompts; each entry is a few MB
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    cache_mode: str = "schedule"  # or "adaptive" (First-Block-Cache)
+    cache_threshold: float | None = None  # 0 switches step caching off; None: the level's default
+    attention: str = "auto"  # auto, native, flash, _flash_3, sage
+
+
+@dataclass
+class Generation:
+    pixels: np.ndarray  # (num_images, H, W, 3) floats in [0, 1]
+    seed: int
+    size: tuple[int, int]
+    transformer_passes: int
+    logs: list[str]
 
 
 @dataclass(frozen=True)
@@ -51,6 +72,8 @@ class EditResult:
     timings: dict[str, float] = field(default_factory=dict)
     has_nsfw_concepts: list[bool] | None = None  # None when no safety check ran
     logs: list[str] = field(default_factory=list)
+    transformer_passes: int = 0
+    acceleration: str = "none"
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -59,19 +82,24 @@ ProgressCallback = Callable[[Progress], None]
 class Engine:
     """Runs FLUX.1 Kontext edits on one loaded model."""
 
-    def __init__(self, model: LoadedModel, safety: SafetyChecker | None = None):
+    def __init__(self, model: LoadedModel, safety: SafetyChecker | None = None, options: EngineOptions | None = None):
         self.model = model
         self.pipe = model.pipe
         self.device = model.placement.device
         self.safety = safety
+        self.options = options or EngineOptions()
         self.vae_scale = 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+        self.attention = pick_attention_backend(self.options.attention, self.device)
+        apply_attention_backend(self.pipe.transformer, self.attention)
+        self.fast = FastTransformer(self.pipe.transformer, self.device)
+        self._prompts: OrderedDict[str, tuple] = OrderedDict()
 
     @classmethod
-    def load(cls, safety_model: str | None = None, **kwargs) -> Engine:
+    def load(cls, safety_model: str | None = None, options: EngineOptions | None = None, **kwargs) -> Engine:
         """Load a model (see loading.load_model for the arguments), and the safety model if named."""
         model = load_model(**kwargs)
         safety = SafetyChecker.load(safety_model, device=model.placement.device) if safety_model else None
-        return cls(model, safety)
+        return cls(model, safety, options)
 
     def edit(
         self,
@@ -83,11 +111,12 @@ class Engine:
         """Run one edit and return the encoded images plus what was used."""
         settings = request.settings
         started = time.perf_counter()
-        pixels, seed, (width, height) = self.generate(request, progress, should_stop, previews)
+        generation = self.generate(request, progress, should_stop, previews)
+        pixels, seed, (width, height) = generation.pixels, generation.seed, generation.size
         generated = time.perf_counter()
         fmt = settings.output_format or request.images[0].format
         pictures = [Image.fromarray((array * 255).round().astype(np.uint8), "RGB") for array in pixels]
-        flags, logs = None, []
+        flags, logs = None, list(generation.logs)
         if request.safety_check and self.safety is not None:
             pictures, flags = self.safety.apply(pictures)
             if any(flags):
@@ -97,7 +126,9 @@ class Engine:
             metadata = self._metadata(settings, (seed + index) % (MAX_SEED + 1), width, height)
             images.append(encode_image(picture, fmt, settings.output_quality, metadata))
         timings = {"generate": generated - started, "encode": time.perf_counter() - generated}
-        return EditResult(images, fmt, width, height, seed, timings, flags, logs)
+        return EditResult(
+            images, fmt, width, height, seed, timings, flags, logs, generation.transformer_passes, settings.acceleration
+        )
 
     @torch.inference_mode()
     def generate(
@@ -106,8 +137,8 @@ class Engine:
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
         previews: bool = False,
-    ) -> tuple[np.ndarray, int, tuple[int, int]]:
-        """The edit as float pixels in [0, 1], shape (num_images, H, W, 3), plus seed and size."""
+    ) -> Generation:
+        """The edit as float pixels in [0, 1], shape (num_images, H, W, 3), with what was used."""
         settings = request.settings
         self._check_images(request.images)
         seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
@@ -115,13 +146,7 @@ class Engine:
         width, height = output_size(settings.resolution_mode, main.width, main.height)
         batch = settings.num_images
 
-        text, pooled, text_ids = self.pipe.encode_prompt(
-            prompt=settings.prompt,
-            prompt_2=None,
-            device=self.device,
-            num_images_per_prompt=batch,
-            max_sequence_length=T5_MAX_TOKENS,
-        )
+        text, pooled, text_ids = self._encode_prompt(settings.prompt, batch)
         dtype = text.dtype
         references, grids = self._encode_references([d.image for d in request.images], dtype)
         latent_h, latent_w = height // self.vae_scale, width // self.vae_scale
@@ -147,9 +172,38 @@ class Engine:
                 preview = latent_preview(unpack(clean_estimate[:1], latent_h, latent_w)[0])
             progress(Progress(step, steps, preview))
 
-        tokens = denoise(self.pipe.transformer, inputs, sigmas, on_step, should_stop)
+        tokens, passes, logs = self._denoise(settings, inputs, sigmas, on_step, should_stop)
         pixels = self._decode(tokens, latent_h, latent_w)
-        return pixels, seed, (width, height)
+        return Generation(pixels, seed, (width, height), passes, logs)
+
+    def _denoise(self, settings: EditSettings, inputs, sigmas, on_step, should_stop):
+        """Run the loop under the acceleration level's plan; return tokens, full passes and notes."""
+        steps = len(sigmas) - 1
+        plan = plan_steps(settings.acceleration, steps, self.options.cache_mode, self.options.cache_threshold)
+        transformer, logs = self.pipe.transformer, []
+        if settings.acceleration == "high":
+            transformer, logs = self.fast.get()
+        if plan.mode != "adaptive":
+            tokens, passes = denoise(transformer, inputs, sigmas, on_step, should_stop, plan)
+            return tokens, passes, list(logs)
+        with first_block_cache(transformer, plan.threshold) as counter:
+            tokens, _ = denoise(transformer, inputs, sigmas, on_step, should_stop, plan)
+        return tokens, counter.full_passes, list(logs)
+
+    def _encode_prompt(self, prompt: str, batch: int):
+        """T5 and CLIP embeddings of `prompt`, remembered for the next edits with the same prompt."""
+        if prompt in self._prompts:
+            self._prompts.move_to_end(prompt)
+            text, pooled, text_ids = self._prompts[prompt]
+        else:
+            text, pooled, text_ids = self.pipe.encode_prompt(
+                prompt=prompt, prompt_2=None, device=self.device, num_images_per_prompt=1,
+                max_sequence_length=T5_MAX_TOKENS,
+            )  # fmt: skip
+            self._prompts[prompt] = (text, pooled, text_ids)
+            if len(self._prompts) > PROMPT_CACHE_SIZE:
+                self._prompts.popitem(last=False)
+        return text.repeat(batch, 1, 1), pooled.repeat(batch, 1), text_ids
 
     def _check_images(self, images: list[DecodedImage]) -> None:
         if not images:

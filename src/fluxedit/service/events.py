@@ -16,7 +16,7 @@ class EventHub:
     def __init__(self) -> None:
         self._finished: dict[str, asyncio.Event] = {}
         self._subscribers: dict[str, set[asyncio.Queue]] = defaultdict(set)
-        self.latest_preview: dict[str, bytes] = {}
+        self.latest_progress: dict[str, dict] = {}  # the last progress event, for streams that join late
 
     def finished_event(self, prediction_id: str) -> asyncio.Event:
         return self._finished.setdefault(prediction_id, asyncio.Event())
@@ -49,6 +49,8 @@ class EventHub:
                 del self._subscribers[prediction_id]
 
     def publish(self, prediction_id: str, event: dict) -> None:
+        if event["type"] == "progress":
+            self.latest_progress[prediction_id] = event
         for queue in list(self._subscribers.get(prediction_id, ())):
             try:
                 queue.put_nowait(event)
@@ -61,4 +63,4 @@ class EventHub:
         event = self._finished.pop(prediction_id, None)
         if event is not None:
             event.set()
-        self.latest_preview.pop(prediction_id, None)
+        self.latest_progress.pop(prediction_id, None)

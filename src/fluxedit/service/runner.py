@@ -46,6 +46,10 @@ class SpendingLimitReached(FluxeditError):
     pass
 
 
+class NoWorkers(FluxeditError):
+    """Every worker failed to load the model: nothing could ever run a new prediction."""
+
+
 class Runner:
     def __init__(
         self,
@@ -173,6 +177,9 @@ class Runner:
         return prediction
 
     def _check_admission(self, caller: Caller) -> None:
+        workers = self.pool.workers
+        if workers and all(w.state == "failed" for w in workers):
+            raise NoWorkers(f"no worker can run predictions: {workers[0].reason}")
         with self.sessions() as session:
             waiting = session.scalar(select(func.count()).where(Prediction.status == QUEUED))
         if waiting >= self.max_queue:
@@ -313,8 +320,6 @@ class Runner:
             self._transition(prediction_id, PROCESSING)
         elif kind == "progress":
             _, _, step, total, preview = message
-            if preview is not None:
-                self.hub.latest_preview[prediction_id] = preview
             self.hub.publish(prediction_id, {"type": "progress", "step": step, "total": total, "preview": preview})
         elif kind == "done":
             self._spawn(self._finish(prediction_id, message[2]))
@@ -381,7 +386,12 @@ class Runner:
             height=result["height"],
             has_nsfw_concepts=flags,
             completed_at=completed,
-            metrics_update={"predict_time": round(predict_time, 4), **timings},
+            metrics_update={
+                "predict_time": round(predict_time, 4),
+                "transformer_passes": result["transformer_passes"],
+                "acceleration": result["acceleration"],
+                **timings,
+            },
             log_line="\n".join([*logs, f"done in {predict_time:.2f} s, seed {result['seed']}"]),
         )
 

@@ -17,13 +17,16 @@ from pathlib import Path
 OUT_OF_MEMORY_EXIT = 3
 
 
-def child_main(conn: Connection, engine_options: dict, safety_model: str | None, visible_device: str | None) -> None:
+def child_main(
+    conn: Connection, engine_options: dict, speed_options: dict, safety_model: str | None, visible_device: str | None
+) -> None:
     if visible_device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible_device  # before torch initialises CUDA
     try:
         from ..engine import Engine
+        from ..engine.engine import EngineOptions
 
-        engine = Engine.load(**engine_options, safety_model=safety_model)
+        engine = Engine.load(**engine_options, safety_model=safety_model, options=EngineOptions(**speed_options))
     except Exception as error:  # any load failure is reported, then the child ends
         conn.send(("load_failed", _describe(error)))
         return
@@ -124,4 +127,6 @@ def _result(result) -> dict:
         "has_nsfw_concepts": result.has_nsfw_concepts,
         "timings": result.timings,
         "logs": result.logs,
+        "transformer_passes": result.transformer_passes,
+        "acceleration": result.acceleration,
     }

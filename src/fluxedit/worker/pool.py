@@ -55,11 +55,13 @@ class LocalWorkerPool:
     def __init__(
         self,
         engine_options: dict,
+        speed_options: dict,
         safety_model: str | None,
         count: int,
         on_event: EventHandler,
     ):
         self.engine_options = engine_options
+        self.speed_options = speed_options
         self.safety_model = safety_model
         self.on_event = on_event
         self.context = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA state
@@ -80,7 +82,7 @@ class LocalWorkerPool:
         parent_end, child_end = self.context.Pipe(duplex=True)
         process = self.context.Process(
             target=child_main,
-            args=(child_end, self.engine_options, self.safety_model, worker.visible_device),
+            args=(child_end, self.engine_options, self.speed_options, self.safety_model, worker.visible_device),
             name=f"fluxedit-{worker.name}",
             daemon=True,
         )

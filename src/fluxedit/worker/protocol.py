@@ -29,3 +29,5 @@ class JobResult(TypedDict):
     has_nsfw_concepts: list[bool] | None
     timings: dict[str, float]
     logs: list[str]
+    transformer_passes: int
+    acceleration: str
