@@ -173,3 +173,26 @@ def test_more_references_change_the_result(tiny_engine, landscape):
 def test_at_most_three_references(tiny_engine, landscape):
     with pytest.raises(InputError, match="image_urls: at most 3 reference images"):
         tiny_engine.edit(EditRequest(settings(), [landscape] * 5))
+
+
+def test_a_batch_of_edits_equals_the_same_edits_one_by_one(tiny_engine, landscape):
+    other = DecodedImage(pattern(640, 480, seed=4), OutputFormat.jpeg)
+    requests = [
+        EditRequest(settings(prompt="make it blue", seed=1), [landscape]),
+        EditRequest(settings(prompt="make it red", seed=2, num_images=2), [other]),
+        EditRequest(settings(prompt="a hat", seed=3), [landscape]),
+    ]
+    progress = []
+    batched = tiny_engine.generate_many(requests, progress=lambda index, p: progress.append((index, p.step)))
+    assert sorted(progress) == [(i, s) for i in range(3) for s in (1, 2)]
+    for request, together in zip(requests, batched, strict=True):
+        alone = tiny_engine.generate(request)
+        assert together.pixels.shape == alone.pixels.shape
+        assert together.seed == alone.seed
+        assert np.abs(together.pixels - alone.pixels).max() < 1e-4
+
+
+def test_edits_of_different_sizes_cannot_share_a_batch(tiny_engine, landscape):
+    tall = DecodedImage(pattern(480, 640), OutputFormat.png)
+    with pytest.raises(ValueError, match="must share output size"):
+        tiny_engine.generate_many([EditRequest(settings(), [landscape]), EditRequest(settings(), [tall])])

@@ -79,6 +79,15 @@ class EditResult:
 ProgressCallback = Callable[[Progress], None]
 
 
+def batch_key(request: EditRequest) -> tuple:
+    """Edits with equal keys can be denoised together: same output size, steps, guidance, references."""
+    settings = request.settings
+    main = request.images[0].image
+    size = output_size(settings.resolution_mode, main.width, main.height)
+    references = tuple(nearest_preferred_size(d.image.width, d.image.height) for d in request.images)
+    return size, settings.num_inference_steps, settings.guidance_scale, settings.acceleration, references
+
+
 class Engine:
     """Runs FLUX.1 Kontext edits on one loaded model."""
 
@@ -109,13 +118,28 @@ class Engine:
         previews: bool = False,
     ) -> EditResult:
         """Run one edit and return the encoded images plus what was used."""
+        each = (lambda _index, update: progress(update)) if progress else None
+        return self.edit_many([request], each, should_stop, previews)[0]
+
+    def edit_many(
+        self,
+        requests: list[EditRequest],
+        progress: Callable[[int, Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        previews: bool = False,
+    ) -> list[EditResult]:
+        """Run several edits of the same size and settings as one batch (see `batch_key`)."""
+        started = time.perf_counter()
+        generations = self.generate_many(requests, progress, should_stop, previews)
+        generate_time = (time.perf_counter() - started) / len(requests)
+        return [self._encode(r, g, generate_time) for r, g in zip(requests, generations, strict=True)]
+
+    def _encode(self, request: EditRequest, generation: Generation, generate_time: float) -> EditResult:
         settings = request.settings
         started = time.perf_counter()
-        generation = self.generate(request, progress, should_stop, previews)
-        pixels, seed, (width, height) = generation.pixels, generation.seed, generation.size
-        generated = time.perf_counter()
+        seed, (width, height) = generation.seed, generation.size
         fmt = settings.output_format or request.images[0].format
-        pictures = [Image.fromarray((array * 255).round().astype(np.uint8), "RGB") for array in pixels]
+        pictures = [Image.fromarray((array * 255).round().astype(np.uint8), "RGB") for array in generation.pixels]
         flags, logs = None, list(generation.logs)
         if request.safety_check and self.safety is not None:
             pictures, flags = self.safety.apply(pictures)
@@ -125,12 +149,11 @@ class Engine:
         for index, picture in enumerate(pictures):
             metadata = self._metadata(settings, (seed + index) % (MAX_SEED + 1), width, height)
             images.append(encode_image(picture, fmt, settings.output_quality, metadata))
-        timings = {"generate": generated - started, "encode": time.perf_counter() - generated}
+        timings = {"generate": generate_time, "encode": time.perf_counter() - started}
         return EditResult(
             images, fmt, width, height, seed, timings, flags, logs, generation.transformer_passes, settings.acceleration
         )
 
-    @torch.inference_mode()
     def generate(
         self,
         request: EditRequest,
@@ -139,42 +162,67 @@ class Engine:
         previews: bool = False,
     ) -> Generation:
         """The edit as float pixels in [0, 1], shape (num_images, H, W, 3), with what was used."""
-        settings = request.settings
-        self._check_images(request.images)
-        seed = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        main = request.images[0].image
-        width, height = output_size(settings.resolution_mode, main.width, main.height)
-        batch = settings.num_images
+        each = (lambda _index, update: progress(update)) if progress else None
+        return self.generate_many([request], each, should_stop, previews)[0]
 
-        text, pooled, text_ids = self._encode_prompt(settings.prompt, batch)
-        dtype = text.dtype
-        references, grids = self._encode_references([d.image for d in request.images], dtype)
+    @torch.inference_mode()
+    def generate_many(
+        self,
+        requests: list[EditRequest],
+        progress: Callable[[int, Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        previews: bool = False,
+    ) -> list[Generation]:
+        """Several edits denoised as one batch; each keeps its own prompt, images and seeds."""
+        for request in requests:
+            self._check_images(request.images)
+        keys = {batch_key(r) for r in requests}
+        if len(keys) != 1:
+            raise ValueError("edits in one batch must share output size, steps, guidance, acceleration and references")
+        settings = requests[0].settings
+        width, height = batch_key(requests[0])[0]
         latent_h, latent_w = height // self.vae_scale, width // self.vae_scale
-        noise = self._noise(seed, batch, latent_h, latent_w, dtype)
+        seeds = [r.settings.seed if r.settings.seed is not None else secrets.randbelow(MAX_SEED + 1) for r in requests]
+        counts = [r.settings.num_images for r in requests]
+
+        texts, pools, references, noises = [], [], [], []
+        for request, seed, count in zip(requests, seeds, counts, strict=True):
+            text, pooled, text_ids = self._encode_prompt(request.settings.prompt, count)
+            tokens, grids = self._encode_references([d.image for d in request.images], text.dtype)
+            texts.append(text)
+            pools.append(pooled)
+            references.append(tokens.expand(count, -1, -1))
+            noises.append(self._noise(seed, count, latent_h, latent_w, text.dtype))
+        dtype = texts[0].dtype
         positions = torch.cat([grid_ids(latent_h // 2, latent_w // 2), reference_ids(grids)], dim=0)
         inputs = DenoiseInputs(
-            noise=noise,
-            reference_tokens=references.expand(batch, -1, -1),
+            noise=torch.cat(noises),
+            reference_tokens=torch.cat(references),
             position_ids=positions.to(self.device, dtype),
-            text_embeddings=text,
-            pooled_embeddings=pooled,
+            text_embeddings=torch.cat(texts),
+            pooled_embeddings=torch.cat(pools),
             text_ids=text_ids,
             guidance=settings.guidance_scale,
         )
         steps = settings.num_inference_steps
-        sigmas = sigma_schedule(copy.deepcopy(self.pipe.scheduler), steps, noise.shape[1], self.device)
+        sigmas = sigma_schedule(copy.deepcopy(self.pipe.scheduler), steps, noises[0].shape[1], self.device)
+        firsts = [sum(counts[:i]) for i in range(len(requests))]  # each request's first row in the batch
 
         def on_step(step: int, clean_estimate: torch.Tensor) -> None:
             if progress is None:
                 return
-            preview = None
-            if previews:
-                preview = latent_preview(unpack(clean_estimate[:1], latent_h, latent_w)[0])
-            progress(Progress(step, steps, preview))
+            for index, row in enumerate(firsts):
+                preview = None
+                if previews:
+                    preview = latent_preview(unpack(clean_estimate[row : row + 1], latent_h, latent_w)[0])
+                progress(index, Progress(step, steps, preview))
 
         tokens, passes, logs = self._denoise(settings, inputs, sigmas, on_step, should_stop)
         pixels = self._decode(tokens, latent_h, latent_w)
-        return Generation(pixels, seed, (width, height), passes, logs)
+        return [
+            Generation(pixels[row : row + count], seed, (width, height), passes, logs)
+            for row, count, seed in zip(firsts, counts, seeds, strict=True)
+        ]
 
     def _denoise(self, settings: EditSettings, inputs, sigmas, on_step, should_stop):
         """Run the loop under the acceleration level's plan; return tokens, full passes and notes."""
