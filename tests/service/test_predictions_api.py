@@ -208,3 +208,21 @@ def test_health_and_metrics(server, client, photo_id):
 def test_openapi_docs_are_served(server):
     assert httpx.get(server.url + "/openapi.json").json()["info"]["title"] == "fluxedit"
     assert httpx.get(server.url + "/docs").status_code == 200
+
+
+def test_queued_predictions_with_the_same_settings_run_as_one_batch(client, photo_id):
+    import numpy as np
+
+    blocker = create(client, image_url=photo_id, num_inference_steps=12)
+    prompts = ["make it blue", "make it red", "add a hat"]
+    batched = [create(client, image_url=photo_id, prompt=p, seed=i, output_format="png") for i, p in enumerate(prompts)]
+    wait_done(client, blocker)
+    results = [wait_done(client, prediction_id) for prediction_id in batched]
+    assert all("in a batch of 3" in r["logs"] for r in results)
+    for index, (prompt, together) in enumerate(zip(prompts, results, strict=True)):
+        alone = wait_done(client, create(client, image_url=photo_id, prompt=prompt, seed=index, output_format="png"))
+        assert "batch" not in alone["logs"]
+        pixels = [
+            np.asarray(Image.open(io.BytesIO(httpx.get(r["output"][0]).content)), dtype=int) for r in (together, alone)
+        ]
+        assert np.abs(pixels[0] - pixels[1]).max() <= 1  # equal up to float rounding at the last bit

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..resolution import output_size
+from ..resolution import nearest_preferred_size, output_size
 from ..schema import MODEL_SLUG, EditInput, FluxeditError, InputDownloadError, InputError
 from ..store.files import CONTENT_TYPES, EXTENSIONS, FileStore
 from ..store.models import Prediction, utcnow
@@ -36,6 +36,7 @@ RUNNING = frozenset({STARTING, PROCESSING})
 MAX_ATTEMPTS = 2  # a prediction interrupted by a server stop runs once more, then fails
 CANCEL_GRACE_S = 30.0  # a worker that ignores a cancel this long is killed
 VERSION = "1.0"
+BATCH_SCAN = 64  # queued predictions looked at when filling a batch
 
 
 class QueueFull(FluxeditError):
@@ -64,6 +65,8 @@ class Runner:
         price_per_image: float,
         max_queue: int,
         execution_timeout: float,
+        batch_max: int = 1,
+        batch_wait: float = 0.0,
     ):
         self.sessions = sessions
         self.files = files
@@ -75,6 +78,8 @@ class Runner:
         self.price_per_image = price_per_image
         self.max_queue = max_queue
         self.execution_timeout = execution_timeout
+        self.batch_max = batch_max  # images one batch may hold; 1 runs every prediction alone
+        self.batch_wait = batch_wait  # seconds to hold a batch open for similar work
         self.pool = None  # set by attach_pool: the pool calls back into the runner
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task | None = None
@@ -139,6 +144,8 @@ class Runner:
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
         version: str | None = None,
+        webhook_format: str | None = None,
+        webhook_events: list[str] | None = None,
     ) -> Prediction:
         self._check_admission(caller)
         if edit_input.loras:
@@ -163,12 +170,16 @@ class Runner:
             base_url=base_url.rstrip("/"),
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
+            webhook_format=webhook_format,
+            webhook_events=webhook_events,
         )
         if prediction.inputs_ready:
             self._price(prediction, stored[0].width, stored[0].height, edit_input)
         with self.sessions.begin() as session:
             session.add(prediction)
         self.hub.publish(prediction.id, {"type": "status", "status": QUEUED})
+        if webhook_url is not None:
+            self.webhooks.changed(prediction, None, logged=False)
         if prediction.inputs_ready:
             self._wake.set()
         else:
@@ -259,40 +270,85 @@ class Runner:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while (worker := self.pool.free_worker()) is not None and (prediction := self._next_ready()) is not None:
-                self._start(prediction, worker)
+            while self.pool.free_worker() is not None and (batch := self._next_batch()):
+                if self.batch_wait > 0 and self._images(batch) < self.batch_max:
+                    await asyncio.sleep(self.batch_wait)  # let similar work arrive to share the batch
+                    batch = self._next_batch()
+                worker = self.pool.free_worker()
+                if worker is None or not batch:
+                    break
+                self._start(batch, worker)
 
-    def _next_ready(self) -> Prediction | None:
+    def _next_batch(self) -> list[Prediction]:
+        """The oldest ready prediction, with younger ones that can share its batch (same batch key)."""
         with self.sessions() as session:
-            return session.scalars(
-                select(Prediction)
-                .where(Prediction.status == QUEUED, Prediction.inputs_ready)
-                .order_by(Prediction.created_at, Prediction.id)
-                .limit(1)
-            ).first()
+            ready = list(
+                session.scalars(
+                    select(Prediction)
+                    .where(Prediction.status == QUEUED, Prediction.inputs_ready)
+                    .order_by(Prediction.created_at, Prediction.id)
+                    .limit(BATCH_SCAN)
+                )
+            )
+        if not ready:
+            return []
+        first, batch = ready[0], [ready[0]]
+        if self.batch_max <= 1:
+            return batch
+        key = self._batch_key(first)
+        for candidate in ready[1:]:
+            fits = self._images(batch) + self._images([candidate]) <= self.batch_max
+            if fits and self._batch_key(candidate) == key:
+                batch.append(candidate)
+        return batch
 
-    def _start(self, prediction: Prediction, worker) -> None:
+    def _batch_key(self, prediction: Prediction) -> tuple:
+        """What must match for edits to run as one batch (engine.batch_key, from stored records)."""
         edit_input = EditInput(**prediction.input)
-        now = utcnow()
-        queue_time = (now - _aware(prediction.created_at)).total_seconds()
-        self._transition(
-            prediction.id,
-            STARTING,
-            started_at=now,
-            attempts=prediction.attempts + 1,
-            metrics_update={"queue_time": round(queue_time, 4)},
-            log_line=f"starting on {worker.name}",
+        references = []
+        for file_id in prediction.input_files:
+            record = self.files.get(file_id)
+            references.append(nearest_preferred_size(record.width, record.height))
+        return (
+            prediction.width,
+            prediction.height,
+            edit_input.num_inference_steps,
+            edit_input.guidance_scale,
+            edit_input.acceleration,
+            tuple(references),
         )
-        image_count = len(prediction.input_files)
-        job = {
-            "id": prediction.id,
-            "settings": edit_input.settings().model_dump(mode="json"),
-            "image_paths": [str(self.files.path(file_id)) for file_id in prediction.input_files],
-            "image_fields": ["input.image_url"] + [f"input.image_urls.{i}" for i in range(image_count - 1)],
-            "safety_check": edit_input.enable_safety_checker,
-        }
-        self.pool.submit(worker, job)
-        asyncio.get_running_loop().call_later(self.execution_timeout, self._on_timeout, prediction.id)
+
+    @staticmethod
+    def _images(batch: list[Prediction]) -> int:
+        return sum(EditInput(**p.input).num_images for p in batch)
+
+    def _start(self, batch: list[Prediction], worker) -> None:
+        now = utcnow()
+        note = f"starting on {worker.name}" + (f", in a batch of {len(batch)}" if len(batch) > 1 else "")
+        jobs = []
+        for prediction in batch:
+            edit_input = EditInput(**prediction.input)
+            queue_time = (now - _aware(prediction.created_at)).total_seconds()
+            self._transition(
+                prediction.id,
+                STARTING,
+                started_at=now,
+                attempts=prediction.attempts + 1,
+                metrics_update={"queue_time": round(queue_time, 4)},
+                log_line=note,
+            )
+            image_count = len(prediction.input_files)
+            jobs.append(
+                {
+                    "id": prediction.id,
+                    "settings": edit_input.settings().model_dump(mode="json"),
+                    "image_paths": [str(self.files.path(file_id)) for file_id in prediction.input_files],
+                    "image_fields": ["input.image_url"] + [f"input.image_urls.{i}" for i in range(image_count - 1)],
+                    "safety_check": edit_input.enable_safety_checker,
+                }
+            )
+            asyncio.get_running_loop().call_later(self.execution_timeout, self._on_timeout, prediction.id)
+        self.pool.submit(worker, jobs)
         self._refresh_queue_gauge()
 
     def _on_timeout(self, prediction_id: str) -> None:
@@ -312,8 +368,8 @@ class Runner:
         if kind == "died":
             self.metrics.worker_restarts.inc()
             self._update_worker_gauge()
-            if message[2] is not None:
-                self._on_lost(message[2], message[1])
+            for job_id in message[2]:
+                self._on_lost(job_id, message[1])
             return
         prediction_id = message[1]
         if kind == "started":
@@ -409,6 +465,7 @@ class Runner:
             prediction = session.get(Prediction, prediction_id)
             if prediction is None or prediction.status in TERMINAL:
                 return  # an end is final: a late worker message cannot change it
+            previous_status = prediction.status
             prediction.status = status
             for name, value in fields.items():
                 setattr(prediction, name, value)
@@ -425,8 +482,8 @@ class Runner:
             self.metrics.predictions.labels(status).inc()
             self.hub.publish(prediction_id, {"type": "done", "status": status})
             self.hub.finish(prediction_id)
-            if status != CANCELLED and snapshot.webhook_url:
-                self.webhooks.deliver(snapshot)
+        if snapshot.webhook_url:
+            self.webhooks.changed(snapshot, previous_status, logged=bool(log_line))  # it decides what to send
         self._refresh_queue_gauge()
 
     # ---- bookkeeping ----------------------------------------------------------------------

@@ -52,9 +52,15 @@ class Services:
             price_per_image=settings.price_per_image,
             max_queue=settings.max_queue,
             execution_timeout=settings.execution_timeout,
+            batch_max=settings.batch_max,
+            batch_wait=settings.batch_wait,
         )
         pool = LocalWorkerPool(
-            settings.engine_options(), settings.safety_model, settings.workers, runner.on_worker_event
+            settings.engine_options(),
+            settings.speed_options(),
+            settings.safety_model,
+            settings.workers,
+            runner.on_worker_event,
         )
         runner.attach_pool(pool)
         return cls(settings, sessions, files, keys, hub, metrics, runner, pool, sender, policy)

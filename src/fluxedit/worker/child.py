@@ -61,6 +61,8 @@ class Worker:
             while True:
                 message = self.conn.recv()
                 if message[0] == "run":
+                    self.jobs.put([message[1]])
+                elif message[0] == "run_batch":
                     self.jobs.put(message[1])
                 elif message[0] == "cancel":
                     with self.lock:
@@ -71,42 +73,76 @@ class Worker:
             pass  # the parent is gone: stop after the current job
         self.jobs.put(None)
 
-    def _run(self, job) -> None:
-        from ..engine import EditRequest
-        from ..imaging.decode import decode_image
-        from ..schema import EditCancelled, EditSettings, FluxeditError, InputError
+    def _run(self, jobs: list) -> None:
+        """Run jobs (one, or a batch of the same size and settings) and report each one's end."""
+        from ..schema import EditCancelled, FluxeditError
 
-        job_id = job["id"]
-        self.conn.send(("started", job_id))
+        for job in jobs:
+            self.conn.send(("started", job["id"]))
+        requests, runnable = self._requests(jobs)
+        ended: set[str] = set()
+
+        def on_progress(index: int, update) -> None:
+            job_id = runnable[index]["id"]
+            if job_id in ended:
+                return
+            if job_id in self.cancelled:  # a cancelled member of a batch ends now; the others go on
+                ended.add(job_id)
+                self.conn.send(("cancelled", job_id))
+                return
+            self.conn.send(("progress", job_id, update.step, update.total, _jpeg(update.preview)))
+
         try:
-            images = [
-                decode_image(Path(path).read_bytes(), field=field)
-                for path, field in zip(job["image_paths"], job["image_fields"], strict=True)
-            ]
-            request = EditRequest(EditSettings(**job["settings"]), images, safety_check=job["safety_check"])
-            result = self.engine.edit(
-                request,
-                progress=lambda p: self.conn.send(("progress", job_id, p.step, p.total, _jpeg(p.preview))),
-                should_stop=lambda: job_id in self.cancelled,
-                previews=True,
-            )
+            if runnable:
+                results = self.engine.edit_many(
+                    requests,
+                    progress=on_progress,
+                    should_stop=lambda: all(job["id"] in self.cancelled for job in runnable),
+                    previews=True,
+                )
+                for job, result in zip(runnable, results, strict=True):
+                    if job["id"] not in ended:
+                        self.conn.send(("done", job["id"], _result(result)))
         except EditCancelled:
-            self.conn.send(("cancelled", job_id))
-        except InputError as error:
-            self.conn.send(("failed", job_id, "INPUT_VALIDATION_ERROR", str(error)))
+            for job in runnable:
+                if job["id"] not in ended:
+                    self.conn.send(("cancelled", job["id"]))
         except FluxeditError as error:
-            self.conn.send(("failed", job_id, "EXECUTION_ERROR", str(error)))
+            self._fail_all(runnable, ended, "EXECUTION_ERROR", str(error))
         except Exception as error:
             if type(error).__name__ == "OutOfMemoryError":
-                self.conn.send(("failed", job_id, "OUT_OF_MEMORY", "the GPU ran out of memory during this edit"))
+                self._fail_all(runnable, ended, "OUT_OF_MEMORY", "the GPU ran out of memory during this edit")
                 os._exit(OUT_OF_MEMORY_EXIT)  # a fresh process is the only sure way to get the memory back
             traceback.print_exc()
-            self.conn.send(("failed", job_id, "EXECUTION_ERROR", f"{type(error).__name__}: {error}"))
-        else:
-            self.conn.send(("done", job_id, _result(result)))
+            self._fail_all(runnable, ended, "EXECUTION_ERROR", f"{type(error).__name__}: {error}")
         finally:
             with self.lock:
-                self.cancelled.discard(job_id)
+                self.cancelled.difference_update(job["id"] for job in jobs)
+
+    def _requests(self, jobs: list) -> tuple[list, list]:
+        """Decode each job's images; a job whose images are unusable fails alone."""
+        from ..engine import EditRequest
+        from ..imaging.decode import decode_image
+        from ..schema import EditSettings, InputError
+
+        requests, runnable = [], []
+        for job in jobs:
+            try:
+                images = [
+                    decode_image(Path(path).read_bytes(), field=field)
+                    for path, field in zip(job["image_paths"], job["image_fields"], strict=True)
+                ]
+            except (InputError, OSError) as error:
+                self.conn.send(("failed", job["id"], "INPUT_VALIDATION_ERROR", str(error)))
+                continue
+            requests.append(EditRequest(EditSettings(**job["settings"]), images, safety_check=job["safety_check"]))
+            runnable.append(job)
+        return requests, runnable
+
+    def _fail_all(self, jobs: list, ended: set[str], code: str, message: str) -> None:
+        for job in jobs:
+            if job["id"] not in ended:
+                self.conn.send(("failed", job["id"], code, message))
 
 
 def _jpeg(preview) -> bytes | None:

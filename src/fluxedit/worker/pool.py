@@ -34,7 +34,7 @@ class WorkerHandle:
     visible_device: str | None
     state: str = "starting"  # starting, ready, busy, failed, stopped
     reason: str | None = None
-    job_id: str | None = None
+    job_ids: list[str] = field(default_factory=list)  # what it runs now: one job, or a batch
     info: dict = field(default_factory=dict)
     restarts: int = 0
     crashes_in_a_row: int = 0
@@ -89,7 +89,7 @@ class LocalWorkerPool:
         process.start()
         child_end.close()
         worker.process, worker.conn = process, parent_end
-        worker.state, worker.reason, worker.job_id = "starting", None, None
+        worker.state, worker.reason, worker.job_ids = "starting", None, []
         threading.Thread(target=self._read, args=(worker, parent_end, process), daemon=True).start()
 
     def _read(self, worker: WorkerHandle, conn: Connection, process) -> None:
@@ -111,8 +111,10 @@ class LocalWorkerPool:
         elif kind == "load_failed":
             worker.state, worker.reason = "failed", message[1]
             log.error("%s could not load the model: %s", worker.name, message[1])
-        elif kind in ("done", "failed", "cancelled") and worker.state == "busy":
-            worker.state, worker.job_id = "ready", None
+        elif kind in ("done", "failed", "cancelled") and message[1] in worker.job_ids:
+            worker.job_ids.remove(message[1])
+            if not worker.job_ids:
+                worker.state = "ready"
         elif kind == "died":
             self._on_death(worker, message)
             return
@@ -120,16 +122,16 @@ class LocalWorkerPool:
 
     def _on_death(self, worker: WorkerHandle, message: tuple) -> None:
         was = worker.state
-        job_id = worker.job_id
+        job_ids = list(worker.job_ids)
         if was == "failed" or self.stopping:
             worker.state = "stopped" if self.stopping else "failed"
             return
         worker.crashes_in_a_row += 1
         worker.restarts += 1
         log.warning("%s stopped (exit code %s) while %s; restarting", worker.name, message[1], was)
-        self.on_event(worker, ("died", message[1], job_id))
+        self.on_event(worker, ("died", message[1], job_ids))
         delay = RESTART_DELAYS[min(worker.crashes_in_a_row - 1, len(RESTART_DELAYS) - 1)]
-        worker.state, worker.job_id = "starting", None
+        worker.state, worker.job_ids = "starting", []
         self.loop.call_later(delay, self._restart, worker)
 
     def _restart(self, worker: WorkerHandle) -> None:
@@ -139,24 +141,25 @@ class LocalWorkerPool:
     def free_worker(self) -> WorkerHandle | None:
         return next((w for w in self.workers if w.state == "ready"), None)
 
-    def submit(self, worker: WorkerHandle, job: Job) -> None:
-        worker.state, worker.job_id = "busy", job["id"]
-        worker.conn.send(("run", job))
+    def submit(self, worker: WorkerHandle, jobs: list[Job]) -> None:
+        """Hand one job, or several of the same size and settings to run as one batch, to a ready worker."""
+        worker.state, worker.job_ids = "busy", [job["id"] for job in jobs]
+        worker.conn.send(("run", jobs[0]) if len(jobs) == 1 else ("run_batch", jobs))
 
     def cancel(self, job_id: str) -> None:
         for worker in self.workers:
-            if worker.job_id == job_id and worker.conn is not None:
+            if job_id in worker.job_ids and worker.conn is not None:
                 with contextlib.suppress(OSError):  # a dying child: its death event ends the job
                     worker.conn.send(("cancel", job_id))
 
     def kill(self, job_id: str) -> None:
         """Stop the child running `job_id` hard (it ignored a cancel); it is restarted."""
         for worker in self.workers:
-            if worker.job_id == job_id and worker.process is not None:
+            if job_id in worker.job_ids and worker.process is not None:
                 worker.process.kill()
 
     def busy_job_ids(self) -> list[str]:
-        return [w.job_id for w in self.workers if w.state == "busy" and w.job_id]
+        return [job_id for w in self.workers if w.state == "busy" for job_id in w.job_ids]
 
     async def stop(self) -> None:
         self.stopping = True

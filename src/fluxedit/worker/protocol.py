@@ -1,10 +1,10 @@
 """Messages between the service and a worker child, as plain picklable tuples.
 
-Parent -> child:  ("run", job) | ("cancel", prediction_id) | ("stop",)
+Parent -> child:  ("run", job) | ("run_batch", [job, ...]) | ("cancel", prediction_id) | ("stop",)
 Child -> parent:  ("ready", info) | ("load_failed", reason)
                   ("started", id) | ("progress", id, step, total, preview_jpeg | None)
                   ("done", id, result) | ("failed", id, error_code, message) | ("cancelled", id)
-The parent adds ("died", exit_code) when the pipe breaks.
+The pool adds ("died", exit_code, [ids it was running]) when the pipe breaks.
 """
 
 from __future__ import annotations
