@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     """Predictions waiting at most; past it, creation answers 429."""
     execution_timeout: float = 600.0
     """Seconds one prediction may run before it fails with EXECUTION_TIMEOUT."""
-    batch_max: int = 4
-    """Images one batch may hold: queued predictions of the same size and settings run together."""
+    batch_max: int = 0
+    """Images one batch may hold (same size and settings run together); 0: 4 on a GPU, 1 (no batching) on CPU,
+    where one edit already keeps every core busy (bench/speed.py)."""
     batch_wait: float = 0.0
     """Seconds to hold a batch open for similar predictions to arrive (0: batch only what is queued)."""
     drain_timeout: float = 60.0

@@ -14,7 +14,8 @@ from tests.service.server import Server, create, upload, wait_done
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with Server(tmp_path_factory.mktemp("api") / "data", "--allow-private-urls") as running:
+    data = tmp_path_factory.mktemp("api") / "data"
+    with Server(data, "--allow-private-urls", env={"FLUXEDIT_BATCH_MAX": "4"}) as running:
         yield running
 
 

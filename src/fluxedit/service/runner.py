@@ -37,6 +37,7 @@ MAX_ATTEMPTS = 2  # a prediction interrupted by a server stop runs once more, th
 CANCEL_GRACE_S = 30.0  # a worker that ignores a cancel this long is killed
 VERSION = "1.0"
 BATCH_SCAN = 64  # queued predictions looked at when filling a batch
+GPU_BATCH_IMAGES = 4
 
 
 class QueueFull(FluxeditError):
@@ -78,7 +79,7 @@ class Runner:
         self.price_per_image = price_per_image
         self.max_queue = max_queue
         self.execution_timeout = execution_timeout
-        self.batch_max = batch_max  # images one batch may hold; 1 runs every prediction alone
+        self.batch_max = batch_max  # images one batch may hold; 1 runs every prediction alone; 0: by device
         self.batch_wait = batch_wait  # seconds to hold a batch open for similar work
         self.pool = None  # set by attach_pool: the pool calls back into the runner
         self._wake = asyncio.Event()
@@ -271,7 +272,7 @@ class Runner:
             await self._wake.wait()
             self._wake.clear()
             while self.pool.free_worker() is not None and (batch := self._next_batch()):
-                if self.batch_wait > 0 and self._images(batch) < self.batch_max:
+                if self.batch_wait > 0 and self._images(batch) < self._batch_limit():
                     await asyncio.sleep(self.batch_wait)  # let similar work arrive to share the batch
                     batch = self._next_batch()
                 worker = self.pool.free_worker()
@@ -293,11 +294,11 @@ class Runner:
         if not ready:
             return []
         first, batch = ready[0], [ready[0]]
-        if self.batch_max <= 1:
+        if self._batch_limit() <= 1:
             return batch
         key = self._batch_key(first)
         for candidate in ready[1:]:
-            fits = self._images(batch) + self._images([candidate]) <= self.batch_max
+            fits = self._images(batch) + self._images([candidate]) <= self._batch_limit()
             if fits and self._batch_key(candidate) == key:
                 batch.append(candidate)
         return batch
@@ -317,6 +318,12 @@ class Runner:
             edit_input.acceleration,
             tuple(references),
         )
+
+    def _batch_limit(self) -> int:
+        if self.batch_max:
+            return self.batch_max
+        on_gpu = any(str(w.info.get("device", "")).startswith("cuda") for w in self.pool.workers)
+        return GPU_BATCH_IMAGES if on_gpu else 1
 
     @staticmethod
     def _images(batch: list[Prediction]) -> int:
