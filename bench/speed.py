@@ -15,10 +15,11 @@ import argparse
 import statistics
 import time
 
+from tests.helpers import pattern
+
 from fluxedit.engine import EditRequest, Engine
 from fluxedit.imaging.decode import DecodedImage
 from fluxedit.schema import OutputFormat, validated_settings
-from tests.helpers import pattern
 
 LEVELS = ("none", "regular", "high")
 

@@ -1,0 +1,21 @@
+"""The GPU benchmark must keep working where no GPU is lent: its reduced size runs on the CPU."""
+
+import subprocess
+import sys
+
+from bench.gpu import FULL, pass_tflop
+
+
+def test_flop_count_of_a_full_size_pass_matches_the_design_figure():
+    # 1024x1024 output + 1024x1024 reference + 512 text tokens: about 165 TFLOP (112 linear, 53 attention).
+    assert abs(pass_tflop(FULL, 4096 + 4096 + 512) - 165.4) < 0.5
+
+
+def test_gpu_benchmark_runs_at_a_reduced_size_on_the_cpu():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--small", "--steps", "3", "--repeats", "1", "--memory", "gpu"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| gpu | none | 3 |" in result.stdout and "| gpu | regular |" in result.stdout
+    assert "fp8 and torch.compile need a CUDA GPU" in result.stdout
