@@ -62,7 +62,7 @@ def _block_count(keys, prefix: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def _key_table(num_double: int, num_single: int) -> list[tuple[str, list[str]]]:
+def key_table(num_double: int, num_single: int) -> list[tuple[str, list[str]]]:
     """Every (BFL stem, diffusers stems) pair; norm entries are full keys."""
     table = list(_GLOBAL)
     for i in range(num_double):
@@ -95,7 +95,7 @@ def bfl_to_diffusers(checkpoint: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     num_double = _block_count(source, "double_blocks.")
     num_single = _block_count(source, "single_blocks.")
     result: dict[str, torch.Tensor] = {}
-    for bfl_stem, diffusers_stems in _key_table(num_double, num_single):
+    for bfl_stem, diffusers_stems in key_table(num_double, num_single):
         for bfl_suffix, diffusers_suffix in _expand(bfl_stem):
             key = bfl_stem + bfl_suffix
             if key not in source:
@@ -121,7 +121,7 @@ def diffusers_to_bfl(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     num_double = _block_count(source, "transformer_blocks.")
     num_single = _block_count(source, "single_transformer_blocks.")
     result: dict[str, torch.Tensor] = {}
-    for bfl_stem, diffusers_stems in _key_table(num_double, num_single):
+    for bfl_stem, diffusers_stems in key_table(num_double, num_single):
         for bfl_suffix, diffusers_suffix in _expand(bfl_stem):
             keys = [stem + diffusers_suffix for stem in diffusers_stems]
             if not all(k in source for k in keys):

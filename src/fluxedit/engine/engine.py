@@ -8,6 +8,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from .acceleration import plan_steps
 from .denoise import DenoiseInputs, denoise, sigma_schedule
 from .fast_paths import FastTransformer, apply_attention_backend, pick_attention_backend
 from .loading import LoadedModel, load_model
+from .loras import DEFAULT_MAX_LOADED, LoraManager, LoraSpec
 from .preview import latent_preview
 from .safety import SafetyChecker
 from .step_cache import first_block_cache
@@ -37,6 +39,7 @@ class EngineOptions:
     cache_mode: str = "schedule"  # or "adaptive" (First-Block-Cache)
     cache_threshold: float | None = None  # 0 switches step caching off; None: the level's default
     attention: str = "auto"  # auto, native, flash, _flash_3, sage
+    max_loras: int = DEFAULT_MAX_LOADED  # adapters kept loaded for switching without a reload
 
 
 @dataclass
@@ -60,6 +63,7 @@ class EditRequest:
     settings: EditSettings
     images: list[DecodedImage]  # the main image first, then up to 3 references
     safety_check: bool = False  # run the safety model (when the engine has one) on the outputs
+    loras: list[LoraSpec] = field(default_factory=list)  # adapters for this edit, with their scales
 
 
 @dataclass
@@ -85,7 +89,8 @@ def batch_key(request: EditRequest) -> tuple:
     main = request.images[0].image
     size = output_size(settings.resolution_mode, main.width, main.height)
     references = tuple(nearest_preferred_size(d.image.width, d.image.height) for d in request.images)
-    return size, settings.num_inference_steps, settings.guidance_scale, settings.acceleration, references
+    loras = tuple((spec.digest or spec.path, spec.scale) for spec in request.loras)
+    return size, settings.num_inference_steps, settings.guidance_scale, settings.acceleration, references, loras
 
 
 class Engine:
@@ -101,7 +106,8 @@ class Engine:
         self.attention = pick_attention_backend(self.options.attention, self.device)
         apply_attention_backend(self.pipe.transformer, self.attention)
         self.fast = FastTransformer(self.pipe.transformer, self.device)
-        self._prompts: OrderedDict[str, tuple] = OrderedDict()
+        self._prompts: OrderedDict[tuple, tuple] = OrderedDict()
+        self.loras = LoraManager(self.pipe, self.options.max_loras)
 
     @classmethod
     def load(cls, safety_model: str | None = None, options: EngineOptions | None = None, **kwargs) -> Engine:
@@ -147,7 +153,7 @@ class Engine:
                 logs.append(f"safety checker blacked out {sum(flags)} of {len(flags)} images")
         images = []
         for index, picture in enumerate(pictures):
-            metadata = self._metadata(settings, (seed + index) % (MAX_SEED + 1), width, height)
+            metadata = self._metadata(settings, (seed + index) % (MAX_SEED + 1), width, height, request.loras)
             images.append(encode_image(picture, fmt, settings.output_quality, metadata))
         timings = {"generate": generate_time, "encode": time.perf_counter() - started}
         return EditResult(
@@ -180,6 +186,7 @@ class Engine:
         if len(keys) != 1:
             raise ValueError("edits in one batch must share output size, steps, guidance, acceleration and references")
         settings = requests[0].settings
+        self.loras.activate(requests[0].loras)
         width, height = batch_key(requests[0])[0]
         latent_h, latent_w = height // self.vae_scale, width // self.vae_scale
         seeds = [r.settings.seed if r.settings.seed is not None else secrets.randbelow(MAX_SEED + 1) for r in requests]
@@ -240,15 +247,16 @@ class Engine:
 
     def _encode_prompt(self, prompt: str, batch: int):
         """T5 and CLIP embeddings of `prompt`, remembered for the next edits with the same prompt."""
-        if prompt in self._prompts:
-            self._prompts.move_to_end(prompt)
-            text, pooled, text_ids = self._prompts[prompt]
+        key = (prompt, self.loras.active)  # a LoRA may touch the text encoders too
+        if key in self._prompts:
+            self._prompts.move_to_end(key)
+            text, pooled, text_ids = self._prompts[key]
         else:
             text, pooled, text_ids = self.pipe.encode_prompt(
                 prompt=prompt, prompt_2=None, device=self.device, num_images_per_prompt=1,
                 max_sequence_length=T5_MAX_TOKENS,
             )  # fmt: skip
-            self._prompts[prompt] = (text, pooled, text_ids)
+            self._prompts[key] = (text, pooled, text_ids)
             if len(self._prompts) > PROMPT_CACHE_SIZE:
                 self._prompts.popitem(last=False)
         return text.repeat(batch, 1, 1), pooled.repeat(batch, 1), text_ids
@@ -295,10 +303,11 @@ class Engine:
         decoded = [vae.decode(latents[k : k + 1], return_dict=False)[0] for k in range(latents.shape[0])]
         return self.pipe.image_processor.postprocess(torch.cat(decoded), output_type="np")
 
-    def _metadata(self, settings: EditSettings, seed: int, width: int, height: int) -> dict | None:
+    def _metadata(self, settings: EditSettings, seed: int, width: int, height: int, loras) -> dict | None:
         if not settings.write_metadata:
             return None
-        return {
+        extra = {"loras": [{"name": Path(s.path).name, "scale": s.scale} for s in loras]} if loras else {}
+        return extra | {
             "prompt": settings.prompt,
             "seed": seed,
             "num_inference_steps": settings.num_inference_steps,

@@ -1,0 +1,132 @@
+"""LoRA adapters on the engine: every common layout, scales, several at once, refusals."""
+
+import numpy as np
+import pytest
+import torch
+
+from fluxedit.engine import EditRequest, Engine
+from fluxedit.engine.loras import LoraSpec
+from fluxedit.engine.tiny import build_tiny_pipeline
+from fluxedit.imaging.decode import DecodedImage
+from fluxedit.schema import InputError, OutputFormat
+from tests import lora_builders as build
+from tests.helpers import pattern, settings
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine.load(model="tiny")  # its own: adapters stay loaded on it
+
+
+@pytest.fixture(scope="module")
+def square():
+    return DecodedImage(pattern(256, 256), OutputFormat.png)
+
+
+def run(engine, image, loras=(), **overrides):
+    fields = {"resolution_mode": "1:1", "num_inference_steps": 2} | overrides
+    return engine.generate(EditRequest(settings(**fields), [image], loras=list(loras))).pixels
+
+
+@pytest.fixture(scope="module")
+def base(engine, square):
+    return run(engine, square)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["diffusers", "kohya", "comfyui_bfl", "fal_kontext", "xlabs"],
+)
+def test_each_layout_loads_and_changes_the_output(engine, square, base, tmp_path, layout):
+    state = {
+        "diffusers": build.diffusers_lora,
+        "kohya": build.kohya_lora,
+        "comfyui_bfl": lambda: build.bfl_layout_lora("diffusion_model."),
+        "fal_kontext": lambda: build.bfl_layout_lora("base_model.model."),
+        "xlabs": build.xlabs_lora,
+    }[layout]()
+    path = build.write(state, tmp_path / f"{layout}.safetensors")
+    with_lora = run(engine, square, [LoraSpec(str(path), 1.0)])
+    assert np.abs(with_lora - base).max() > 1e-3
+    at_zero = run(engine, square, [LoraSpec(str(path), 0.0)])
+    assert np.array_equal(at_zero, base)  # scale 0 equals no LoRA
+    assert np.array_equal(run(engine, square), base)  # and without it, the base model again
+
+
+def test_fused_bfl_layers_are_split_exactly(tmp_path):
+    """A ComfyUI/BFL LoRA on fused q,k,v must act exactly as the same update on diffusers' separate layers."""
+    from fluxedit.engine.lora_formats import bfl_lora_to_diffusers
+
+    state = build.bfl_layout_lora("diffusion_model.")
+    converted = bfl_lora_to_diffusers(state, build.INNER)
+    fused = (
+        state["diffusion_model.double_blocks.0.img_attn.qkv.lora_B.weight"]
+        @ state["diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight"]
+    )
+    parts = [
+        converted[f"transformer.transformer_blocks.0.attn.{n}.lora_B.weight"]
+        @ converted[f"transformer.transformer_blocks.0.attn.{n}.lora_A.weight"]
+        for n in ("to_q", "to_k", "to_v")
+    ]
+    assert torch.allclose(torch.cat(parts), fused)
+
+
+def test_two_loras_at_half_equal_their_sum_at_half(engine, square, tmp_path):
+    first, second = build.diffusers_lora(seed=10), build.diffusers_lora(seed=11)
+    a = build.write(first, tmp_path / "a.safetensors")
+    b = build.write(second, tmp_path / "b.safetensors")
+    total = build.write(build.summed_lora(first, second), tmp_path / "sum.safetensors")
+    together = run(engine, square, [LoraSpec(str(a), 0.5), LoraSpec(str(b), 0.5)])
+    summed = run(engine, square, [LoraSpec(str(total), 0.5)])
+    assert np.abs(together - summed).max() < 1e-4
+
+
+def test_result_equals_diffusers_own_load_lora_weights(engine, square, tmp_path):
+    path = build.write(build.diffusers_lora(seed=20), tmp_path / "style.safetensors")
+    ours = run(engine, square, [LoraSpec(str(path), 0.8)], num_inference_steps=2, seed=99)
+    pipe = build_tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(path), adapter_name="style")
+    pipe.set_adapters(["style"], adapter_weights=[0.8])
+    reference = pipe(
+        image=square.image, prompt="make it blue", num_inference_steps=2, guidance_scale=2.5, height=1024,
+        width=1024, generator=torch.Generator().manual_seed(99), output_type="np",
+    ).images  # fmt: skip
+    assert np.abs(ours - reference).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        (build.sdxl_lora(), "does not fit FLUX.1 Kontext|is not a FLUX LoRA"),
+        (build.full_size_lora(), "does not fit FLUX.1 Kontext"),
+    ],
+)
+def test_a_lora_for_another_model_is_refused_and_the_base_is_untouched(engine, square, base, tmp_path, state, message):
+    path = build.write(state, tmp_path / "other.safetensors")
+    with pytest.raises(InputError, match=message) as refused:
+        run(engine, square, [LoraSpec(str(path), 1.0, field="loras.0.path")])
+    assert refused.value.field == "loras.0.path"
+    assert np.array_equal(run(engine, square), base)
+
+
+def test_a_pickle_file_is_refused(engine, square, tmp_path):
+    pickled = tmp_path / "evil.safetensors"
+    torch.save({"transformer.x.lora_A.weight": torch.zeros(1)}, pickled)  # a pickle, whatever its name says
+    with pytest.raises(InputError, match="not a readable safetensors file"):
+        run(engine, square, [LoraSpec(str(pickled), 1.0)])
+    named_pt = tmp_path / "model.pt"
+    named_pt.write_bytes(pickled.read_bytes())
+    with pytest.raises(InputError, match="only safetensors LoRAs are loaded"):
+        run(engine, square, [LoraSpec(str(named_pt), 1.0)])
+
+
+def test_adapters_stay_loaded_up_to_the_limit(square, tmp_path):
+    from fluxedit.engine.engine import EngineOptions
+
+    engine = Engine(Engine.load(model="tiny").model, options=EngineOptions(max_loras=2))
+    paths = [build.write(build.diffusers_lora(seed=30 + i), tmp_path / f"l{i}.safetensors") for i in range(3)]
+    for path in paths:
+        run(engine, square, [LoraSpec(str(path), 1.0)], num_inference_steps=1)
+    assert len(engine.loras.loaded) == 2  # the least recently used one was dropped
+    assert list(engine.loras.loaded.values()) == [str(paths[1]), str(paths[2])]
