@@ -6,7 +6,7 @@ FLUXEDIT := $(VENV)/bin/fluxedit
 # The model `make serve` uses: the real one by default; MODEL=tiny runs anywhere (its images are noise).
 MODEL ?= black-forest-labs/FLUX.1-Kontext-dev
 
-.PHONY: serve test install install-test lint clean
+.PHONY: serve test install install-test browser lint clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -21,7 +21,17 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test browser
+
+# The playground's tests drive Debian's chromium through Playwright (which never downloads a browser
+# here). As root it is installed when missing; otherwise those tests skip, saying so.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "chromium is missing: the browser tests will be skipped (as root: apt-get install -y chromium)"; \
+	  fi; }
 
 # The service: API, queue and workers on http://127.0.0.1:8000, data in ./fluxedit-data.
 serve: install

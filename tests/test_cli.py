@@ -110,3 +110,23 @@ def test_tiny_command_writes_a_loadable_folder_and_single_file(photo, tmp_path):
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_edit_with_loras_and_their_scales(photo, tmp_path):
+    from tests import lora_builders as build
+
+    style = build.write(build.diffusers_lora(seed=50), tmp_path / "style.safetensors")
+    args = ["edit", str(photo), "-p", "x", "--model", "tiny", "--steps", "1", "--seed", "3"]
+    base = fluxedit(*args, "-o", "base.png", cwd=tmp_path)
+    zero = fluxedit(*args, "-o", "zero.png", "--lora", f"{style}:0", cwd=tmp_path)
+    styled = fluxedit(*args, "-o", "styled.png", "--lora", f"{style}:0.9", cwd=tmp_path)
+    assert base.returncode == zero.returncode == styled.returncode == 0, styled.stderr
+    pixels = {name: Image.open(tmp_path / f"{name}.png").tobytes() for name in ("base", "zero", "styled")}
+    assert pixels["zero"] == pixels["base"] and pixels["styled"] != pixels["base"]
+    assert read_metadata((tmp_path / "styled.png").read_bytes())["loras"] == [
+        {"name": "style.safetensors", "scale": 0.9}
+    ]
+    sdxl = build.write(build.sdxl_lora(), tmp_path / "sdxl.safetensors")
+    refused = fluxedit(*args, "--lora", str(sdxl), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "--lora" in refused.stderr and ("is not a FLUX LoRA" in refused.stderr or "does not fit" in refused.stderr)

@@ -118,6 +118,12 @@ def edit(
     acceleration: Annotated[
         str, typer.Option(help="none (every step in full), regular (step caching) or high (+ fp8, compile on GPU).")
     ] = "none",
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A LoRA: PATH[:SCALE] of a .safetensors file, or owner/repo[/file.safetensors] (repeatable)."
+        ),
+    ] = None,
     model: ModelOption = None,
     components: ComponentsOption = None,
     device: DeviceOption = None,
@@ -139,13 +145,14 @@ def edit(
             acceleration=acceleration,
         )
         images = _read_inputs(inputs)
+        loras = _lora_specs(lora or [])
     except InputError as error:
         raise fail(_flag_message(error)) from None
     if len(images) > 4:
         raise fail(f"at most 3 reference images besides the main one (got {len(images) - 1})")
 
     config = _engine_settings(model=model, components=components, device=device, dtype=dtype, memory=memory)
-    result = _run_edit(config, settings, images)
+    result = _run_edit(config, settings, images, loras)
     paths = _output_paths(output, inputs[0], result.format, len(result.images))
     for path, data in zip(paths, result.images, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,10 +168,49 @@ def edit(
         console.print(f"note: {line}", highlight=False)
 
 
-def _run_edit(config: Settings, settings, images):
+def _lora_specs(values: list[str]) -> list:
+    """--lora PATH[:SCALE]: a local .safetensors file or a Hugging Face reference, with an optional scale."""
+    from .schema import MAX_LORAS
+
+    if len(values) > MAX_LORAS:
+        raise InputError("--lora", f"at most {MAX_LORAS} LoRAs (got {len(values)})")
+    specs = []
+    for value in values:
+        where, _, scale_text = value.rpartition(":") if ":" in value else (value, "", "")
+        try:
+            scale = float(scale_text) if scale_text else 1.0
+        except ValueError:
+            where, scale = value, 1.0  # a colon that is part of the path
+        specs.append((where, scale, f"--lora {value}"))
+    return specs
+
+
+def _resolve_lora(where: str, field: str) -> str:
+    path = Path(where).expanduser()
+    if path.is_file():
+        return str(path)
+    from .service.loras import HUB_REF
+
+    match = HUB_REF.match(where)
+    if match is None:
+        raise InputError(field, "no such file, and not a Hugging Face reference (owner/repo/file.safetensors)")
+    from huggingface_hub import HfApi, hf_hub_download
+
+    filename = match.group("file")
+    if filename is None:
+        files = [f for f in HfApi().list_repo_files(match.group("repo")) if f.endswith(".safetensors")]
+        if len(files) != 1:
+            raise InputError(field, f"the repo holds {len(files)} .safetensors files: name one")
+        filename = files[0]
+    return hf_hub_download(match.group("repo"), filename)
+
+
+def _run_edit(config: Settings, settings, images, loras=()):
     from .engine import EditRequest, Engine  # torch loads only when an edit runs
+    from .engine.loras import LoraSpec
 
     try:
+        lora_specs = [LoraSpec(_resolve_lora(where, field), scale, field) for where, scale, field in loras]
         with console.status(f"loading {config.model} ..."):
             started = time.perf_counter()
             engine = Engine.load(**config.engine_options())
@@ -178,7 +224,8 @@ def _run_edit(config: Settings, settings, images):
         )
         with _progress_bar() as bar:
             task = bar.add_task("editing", total=settings.num_inference_steps)
-            return engine.edit(EditRequest(settings, images), progress=lambda p: bar.update(task, completed=p.step))
+            request = EditRequest(settings, images, loras=lora_specs)
+            return engine.edit(request, progress=lambda p: bar.update(task, completed=p.step))
     except InputError as error:
         raise fail(_flag_message(error)) from None
     except (FluxeditError, ValueError) as error:

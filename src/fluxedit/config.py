@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     safety_model: str | None = None
     """An image-classification model (hub id or folder) that flags NSFW outputs; none by default."""
 
+    # LoRAs
+    lora_dirs: list[Path] = []
+    """Server folders whose .safetensors files requests may name by path (none by default)."""
+    lora_max_bytes: int = 2 * 1024**3
+    """Largest LoRA file accepted (uploads and downloads)."""
+    lora_cache_bytes: int = 20 * 1024**3
+    """Disk kept for downloaded LoRAs; the least recently used go first. Registered ones are kept."""
+    max_loras: int = 8
+    """Adapters kept loaded on each worker's model, so switching between them needs no reload."""
+
     # The service
     host: str = "127.0.0.1"
     port: int = 8000
@@ -71,7 +81,12 @@ class Settings(BaseSettings):
         }
 
     def speed_options(self) -> dict:
-        return {"cache_mode": self.cache_mode, "cache_threshold": self.cache_threshold, "attention": self.attention}
+        return {
+            "cache_mode": self.cache_mode,
+            "cache_threshold": self.cache_threshold,
+            "attention": self.attention,
+            "max_loras": self.max_loras,
+        }
 
     @property
     def resolved_database_url(self) -> str:

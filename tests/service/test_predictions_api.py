@@ -174,7 +174,7 @@ def test_model_endpoint_gives_the_schema_and_price_without_a_key(server):
          422, "input.resolution_mode: must be one of"),
         ({"model": "flux-kontext-dev", "input": {"prompt": "x", "image_url": "IMAGE",
                                                  "loras": [{"path": "style.safetensors"}]}},
-         422, "input.loras: LoRA adapters are not supported by this server yet"),
+         422, "input.loras.0.path: 'style.safetensors' is not a LoRA name of yours"),
         ({"model": "other-model", "input": {"prompt": "x", "image_url": "IMAGE"}}, 404, "model: unknown model"),
         ({"model": "flux-kontext-dev"}, 422, "input: is required"),
         ({"model": "flux-kontext-dev", "input": {"prompt": "x", "image_url": "IMAGE"}, "webhook_url": "nope"},

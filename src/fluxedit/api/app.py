@@ -11,13 +11,22 @@ from ..config import Settings
 from ..service.services import Services
 from . import health
 from .errors import install_error_handlers
-from .seed import files, models, predictions, usage
+from .openai import errors as openai_errors
+from .openai import images as openai_images
+from .playground import mount_playground
+from .replicate import errors as replicate_errors
+from .replicate import predictions as replicate_predictions
+from .replicate import webhooks as replicate_webhooks
+from .seed import files, loras, models, predictions, usage
 
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         services = Services.build(settings)
+        services.runner.webhooks.register(
+            replicate_predictions.WEBHOOK_FORMAT, replicate_webhooks.webhook_format(services)
+        )
         app.state.services = services
         await services.start()
         try:
@@ -31,7 +40,9 @@ def create_app(settings: Settings) -> FastAPI:
         description="Self-hosted image editing with FLUX.1 Kontext [dev].",
         lifespan=lifespan,
     )
-    install_error_handlers(app)
-    for module in (predictions, files, models, usage, health):
+    install_error_handlers(app, [replicate_errors.ERROR_SHAPE, openai_errors.ERROR_SHAPE])
+    dialects = (replicate_predictions, replicate_webhooks, openai_images)  # Replicate's and OpenAI's clients
+    for module in (predictions, files, loras, models, usage, health, *dialects):
         app.include_router(module.router)
+    mount_playground(app)
     return app

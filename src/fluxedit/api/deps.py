@@ -9,7 +9,8 @@ from httpx import URL
 
 from ..service.keys import Caller
 from ..service.services import Services
-from .errors import ApiError
+from ..store.models import Prediction
+from .errors import ApiError, not_found
 
 MAX_WAIT_S = 60.0
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait(?:=(\d+(?:\.\d+)?))?", re.IGNORECASE)
@@ -70,3 +71,11 @@ def own_hosts(request: Request) -> set[str]:
             parsed = URL(url)
             hosts.add(f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}")
     return hosts
+
+
+def owned_prediction(request: Request, who: Caller, prediction_id: str) -> Prediction:
+    """The prediction if this caller's key made it; 404 otherwise (another key's ids do not exist for it)."""
+    prediction = services(request).runner.get(prediction_id)
+    if prediction is None or prediction.owner_key_id != who.key_id:
+        raise not_found(f"prediction {prediction_id}")
+    return prediction

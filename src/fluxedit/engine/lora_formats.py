@@ -73,3 +73,44 @@ def bfl_lora_to_diffusers(state_dict: dict[str, torch.Tensor], inner_dim: int) -
 def _count(keys, prefix: str) -> int:
     indices = {int(k.split(".")[1]) for k in keys if k.startswith(prefix)}
     return max(indices) + 1 if indices else 0
+
+
+def diffusers_lora_to_bfl(state_dict: dict[str, torch.Tensor], out_features: dict[str, int]) -> dict[str, torch.Tensor]:
+    """diffusers-layout LoRA -> BFL layout with ComfyUI's `diffusion_model.` prefix, exactly.
+
+    Separate q, k, v (and MLP) LoRAs on a layer BFL fuses become one LoRA of the
+    summed rank: the down matrices stacked, the up matrices block-diagonal (a
+    part without a LoRA gets zero rows of its width, from `out_features`).
+    """
+    source = {k.removeprefix("transformer."): v for k, v in state_dict.items()}
+    num_double = _count_diffusers(source, "transformer_blocks.")
+    num_single = _count_diffusers(source, "single_transformer_blocks.")
+    converted: dict[str, torch.Tensor] = {}
+    for bfl_stem, diffusers_stems in key_table(num_double, num_single):
+        present = [stem for stem in diffusers_stems if f"{stem}.lora_A.weight" in source]
+        if not present:
+            continue
+        downs = [source.pop(f"{stem}.lora_A.weight") for stem in present]
+        ups = {stem: source.pop(f"{stem}.lora_B.weight") for stem in present}
+        rank_total = sum(down.shape[0] for down in downs)
+        blocks, offset = [], 0
+        for stem in diffusers_stems:
+            if stem in ups:
+                up = ups[stem]
+                block = torch.zeros(up.shape[0], rank_total, dtype=up.dtype)
+                block[:, offset : offset + up.shape[1]] = up
+                offset += up.shape[1]
+            else:
+                block = torch.zeros(out_features[stem], rank_total, dtype=downs[0].dtype)
+            blocks.append(block)
+        converted[f"diffusion_model.{bfl_stem}.lora_A.weight"] = torch.cat(downs, dim=0)
+        converted[f"diffusion_model.{bfl_stem}.lora_B.weight"] = torch.cat(blocks, dim=0)
+    leftover = [k for k in source if "lora" in k]
+    if leftover:
+        raise ValueError(f"LoRA keys with no place in BFL's layout: {leftover[:3]}")
+    return converted
+
+
+def _count_diffusers(keys, prefix: str) -> int:
+    indices = {int(k.split(".")[1]) for k in keys if k.startswith(prefix)}
+    return max(indices) + 1 if indices else 0

@@ -17,6 +17,7 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import unquote, unquote_to_bytes
 
 import anyio
@@ -138,7 +139,17 @@ async def fetch_bytes(url: str, policy: UrlPolicy, field: str) -> Fetched:
         raise InputDownloadError(field, f"timed out after {policy.timeout_s:g} s") from None
 
 
-async def _follow(current: httpx.URL, policy: UrlPolicy, field: str) -> Fetched:
+async def fetch_to_file(url: str, policy: UrlPolicy, field: str, sink: BinaryIO) -> Fetched:
+    """As fetch_bytes, but the body streams into `sink` (for files too large to hold, such as LoRAs)."""
+    current = parse_http_url(url, field)
+    try:
+        with anyio.fail_after(policy.timeout_s):
+            return await _follow(current, policy, field, sink)
+    except (TimeoutError, httpx.TimeoutException):
+        raise InputDownloadError(field, f"timed out after {policy.timeout_s:g} s") from None
+
+
+async def _follow(current: httpx.URL, policy: UrlPolicy, field: str, sink: BinaryIO | None = None) -> Fetched:
     headers = {"Accept": "image/*, */*;q=0.5", "Accept-Encoding": "identity"}  # images are compressed already
     for _hop in range(policy.max_redirects + 1):
         addresses = await _checked_addresses(current, policy, field, "fetch")
@@ -152,7 +163,7 @@ async def _follow(current: httpx.URL, policy: UrlPolicy, field: str) -> Fetched:
                         continue
                     if not 200 <= response.status_code < 300:
                         raise InputDownloadError(field, f"the server answered HTTP {response.status_code}")
-                    data = await _read_limited(response, policy.max_bytes, field)
+                    data = await _read_limited(response, policy.max_bytes, field, sink)
                     return Fetched(data, response.headers.get("content-type"), str(current))
                 finally:
                     await response.aclose()
@@ -175,17 +186,24 @@ def _redirect_target(current: httpx.URL, location: str, field: str) -> httpx.URL
         raise InputError(field, f"redirects to {shown!r}, which is not an http(s) URL this server fetches") from None
 
 
-async def _read_limited(response: httpx.Response, max_bytes: int, field: str) -> bytes:
-    """The body, refused as soon as it is known (Content-Length) or seen (streamed) to pass max_bytes."""
+async def _read_limited(response: httpx.Response, max_bytes: int, field: str, sink: BinaryIO | None = None) -> bytes:
+    """The body, refused as soon as it is known (Content-Length) or seen (streamed) to pass max_bytes.
+
+    With a sink, the body is written there instead and b"" is returned."""
     too_large = InputError(field, f"is larger than {_megabytes(max_bytes)} MB")
     length = response.headers.get("content-length", "").strip()
     if length.isdigit() and int(length) > max_bytes:
         raise too_large
     body = bytearray()
+    received = 0
     async for chunk in response.aiter_bytes():
-        if len(body) + len(chunk) > max_bytes:
+        received += len(chunk)
+        if received > max_bytes:
             raise too_large
-        body += chunk
+        if sink is not None:
+            sink.write(chunk)
+        else:
+            body += chunk
     return bytes(body)
 
 

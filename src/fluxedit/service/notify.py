@@ -1,16 +1,82 @@
-"""Webhooks for predictions, in the seed platform's shape: sent when one succeeds or fails."""
+"""Webhooks for predictions: the seed platform's by default, or a dialect's registered format.
+
+The runner reports every change of a prediction that has a webhook; this module decides whether
+that change is worth a call. The seed's webhook fires once, when a prediction succeeds or fails.
+A dialect format (Replicate's) fires on the events its caller chose: start, output, logs, completed.
+"""
 
 from __future__ import annotations
 
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from ..store.files import FileStore
 from ..store.models import Prediction
+from .runner import ERROR, SUCCESS, TERMINAL
 from .urls import output_url
+from .webhooks import HeaderSigner
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("start", "output", "logs", "completed")
+DEFAULT_EVENTS = ("output", "completed")  # Replicate's default: new outputs and the end
+
+
+@dataclass(frozen=True)
+class WebhookFormat:
+    """A dialect's webhook: the body it sends for a prediction and how it signs each try."""
+
+    payload: Callable[[Prediction], dict]
+    signer: HeaderSigner
+
+
+def change_events(previous_status: str | None, prediction: Prediction, logged: bool) -> set[str]:
+    """The events one change of a prediction is: created (None before) is its start."""
+    events = set()
+    if previous_status is None:
+        events.add("start")
+    if prediction.status == SUCCESS:
+        events.add("output")  # outputs arrive all at once, at the end
+    if logged:
+        events.add("logs")
+    if prediction.status in TERMINAL:
+        events.add("completed")
+    return events
 
 
 class PredictionWebhooks:
     def __init__(self, sender, files: FileStore):
         self.sender = sender
         self.files = files
+        self.formats: dict[str, WebhookFormat] = {}
+
+    def register(self, name: str, webhook_format: WebhookFormat) -> None:
+        self.formats[name] = webhook_format
+
+    def changed(self, prediction: Prediction, previous_status: str | None, logged: bool) -> None:
+        """Called by the runner after a prediction with a webhook was created or changed status."""
+        if not prediction.webhook_url:
+            return
+        if prediction.webhook_format is None:
+            if prediction.status in (SUCCESS, ERROR):
+                self.deliver(prediction)
+            return
+        wanted = set(prediction.webhook_events or DEFAULT_EVENTS)
+        if wanted & change_events(previous_status, prediction, logged):
+            chosen = self.formats.get(prediction.webhook_format)
+            if chosen is None:  # a status change must never fail over a webhook
+                log.warning("no webhook format %r: webhook of %s not sent", prediction.webhook_format, prediction.id)
+                return
+            message_id = "msg_" + secrets.token_hex(12)  # one per call, kept across its retries
+            self.sender.send(
+                prediction.webhook_url,
+                chosen.payload(prediction),
+                prediction.webhook_secret,
+                delivery_id=message_id,
+                signer=chosen.signer,
+            )
 
     def payload(self, prediction: Prediction) -> dict:
         if prediction.status == "success":

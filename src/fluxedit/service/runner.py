@@ -68,6 +68,7 @@ class Runner:
         execution_timeout: float,
         batch_max: int = 1,
         batch_wait: float = 0.0,
+        lora_resolver=None,
     ):
         self.sessions = sessions
         self.files = files
@@ -81,6 +82,7 @@ class Runner:
         self.execution_timeout = execution_timeout
         self.batch_max = batch_max  # images one batch may hold; 1 runs every prediction alone; 0: by device
         self.batch_wait = batch_wait  # seconds to hold a batch open for similar work
+        self.lora_resolver = lora_resolver
         self.pool = None  # set by attach_pool: the pool calls back into the runner
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task | None = None
@@ -149,8 +151,10 @@ class Runner:
         webhook_events: list[str] | None = None,
     ) -> Prediction:
         self._check_admission(caller)
-        if edit_input.loras:
-            raise InputError("input.loras", "LoRA adapters are not supported by this server yet")
+        if edit_input.loras and self.lora_resolver is None:
+            raise InputError("input.loras", "LoRA adapters are not enabled on this server")
+        for index, lora in enumerate(edit_input.loras):
+            self.lora_resolver.kind(lora.path, f"input.loras.{index}.path", caller)  # unknown names: 422 now
         if webhook_url is not None:
             self.resolver.classify(webhook_url, "webhook_url", set())  # "Invalid URL." now, not at delivery
         references = [edit_input.image_url, *edit_input.image_urls]
@@ -165,7 +169,7 @@ class Runner:
             status=QUEUED,
             input=raw_input,
             input_files=[record.id if record else None for record in stored],
-            inputs_ready=all(stored),
+            inputs_ready=all(stored) and not edit_input.loras,  # LoRAs are resolved (maybe fetched) later
             logs="",
             metrics={},
             base_url=base_url.rstrip("/"),
@@ -174,7 +178,7 @@ class Runner:
             webhook_format=webhook_format,
             webhook_events=webhook_events,
         )
-        if prediction.inputs_ready:
+        if all(stored):
             self._price(prediction, stored[0].width, stored[0].height, edit_input)
         with self.sessions.begin() as session:
             session.add(prediction)
@@ -244,11 +248,15 @@ class Runner:
         references = [edit_input.image_url, *edit_input.image_urls]
         fields = ["input.image_url"] + [f"input.image_urls.{i}" for i in range(len(edit_input.image_urls))]
         file_ids = list(prediction.input_files)
+        loras = []
         try:
             for index, (ref, field) in enumerate(zip(references, fields, strict=True)):
                 if file_ids[index] is None:
                     reference = self.resolver.classify(ref, field, set())
                     file_ids[index] = (await self.resolver.fetch_and_store(reference, field, caller)).id
+            for index, lora in enumerate(edit_input.loras):
+                field = f"input.loras.{index}.path"
+                loras.append((await self.lora_resolver.resolve(lora.path, lora.scale, field, caller)).as_job())
         except InputDownloadError as error:
             self._fail(prediction_id, "INPUT_DOWNLOAD_ERROR", str(error))
             return
@@ -261,6 +269,7 @@ class Runner:
             if row.status != QUEUED:
                 return  # cancelled while downloading
             row.input_files = file_ids
+            row.lora_files = loras
             row.inputs_ready = True
             self._price(row, main.width, main.height, edit_input)
         self._wake.set()
@@ -317,6 +326,7 @@ class Runner:
             edit_input.guidance_scale,
             edit_input.acceleration,
             tuple(references),
+            tuple((lora["digest"], lora["scale"]) for lora in prediction.lora_files or []),
         )
 
     def _batch_limit(self) -> int:
@@ -352,6 +362,7 @@ class Runner:
                     "image_paths": [str(self.files.path(file_id)) for file_id in prediction.input_files],
                     "image_fields": ["input.image_url"] + [f"input.image_urls.{i}" for i in range(image_count - 1)],
                     "safety_check": edit_input.enable_safety_checker,
+                    "loras": prediction.lora_files or [],
                 }
             )
             asyncio.get_running_loop().call_later(self.execution_timeout, self._on_timeout, prediction.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ..config import Settings
@@ -12,6 +13,7 @@ from .events import EventHub
 from .fetch import UrlPolicy
 from .inputs import InputResolver
 from .keys import KeyRing
+from .loras import LoraResolver, LoraStore
 from .metrics import ServiceMetrics
 from .notify import PredictionWebhooks
 from .runner import Runner
@@ -30,6 +32,7 @@ class Services:
     pool: LocalWorkerPool
     sender: WebhookSender
     policy: UrlPolicy
+    loras: LoraStore
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -41,6 +44,7 @@ class Services:
         hub = EventHub()
         metrics = ServiceMetrics()
         sender = WebhookSender(policy)
+        loras = LoraStore(settings.data_dir / "loras", sessions, settings.lora_max_bytes, settings.lora_cache_bytes)
         runner = Runner(
             sessions,
             files,
@@ -54,6 +58,7 @@ class Services:
             execution_timeout=settings.execution_timeout,
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait,
+            lora_resolver=LoraResolver(loras, policy, settings.lora_dirs, os.environ.get("HF_TOKEN")),
         )
         pool = LocalWorkerPool(
             settings.engine_options(),
@@ -63,7 +68,7 @@ class Services:
             runner.on_worker_event,
         )
         runner.attach_pool(pool)
-        return cls(settings, sessions, files, keys, hub, metrics, runner, pool, sender, policy)
+        return cls(settings, sessions, files, keys, hub, metrics, runner, pool, sender, policy, loras)
 
     async def start(self) -> None:
         await self.sender.start()

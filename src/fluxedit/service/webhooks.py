@@ -25,6 +25,8 @@ SIGNATURE_HEADER = "X-Webhook-Signature"
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0, 5, 15, 30, 60, 120, 180, 240)
 
 ResultCallback = Callable[[str, int, bool, str], None]  # (delivery_id, attempts, delivered, last_error)
+# Another dialect's signature: (secret, delivery_id, timestamp, body) -> the headers to add to the POST.
+HeaderSigner = Callable[[str, str, int, bytes], dict[str, str]]
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -89,8 +91,12 @@ class WebhookSender:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def send(self, url: str, payload: dict, secret: str | None, delivery_id: str) -> None:
-        """Schedule a delivery and return at once; safe to call from the loop or from another thread."""
+    def send(
+        self, url: str, payload: dict, secret: str | None, delivery_id: str, signer: HeaderSigner | None = None
+    ) -> None:
+        """Schedule a delivery and return at once; safe to call from the loop or from another thread.
+
+        With `signer`, that function signs each try instead of the X-Webhook-Signature scheme."""
         if self._loop is None:
             raise RuntimeError("WebhookSender.send() called before start()")
         body = json.dumps(payload, separators=(",", ":")).encode()  # these exact bytes are signed and sent
@@ -99,29 +105,33 @@ class WebhookSender:
         except RuntimeError:
             running = None
         if running is self._loop:
-            self._spawn(url, body, secret, delivery_id)
+            self._spawn(url, body, secret, delivery_id, signer)
             return
         try:
-            self._loop.call_soon_threadsafe(self._spawn, url, body, secret, delivery_id)
+            self._loop.call_soon_threadsafe(self._spawn, url, body, secret, delivery_id, signer)
         except RuntimeError:  # the loop is closed: the service is shutting down
             self._report(delivery_id, 0, False, "the server stopped before delivery")
 
-    def _spawn(self, url: str, body: bytes, secret: str | None, delivery_id: str) -> None:
+    def _spawn(
+        self, url: str, body: bytes, secret: str | None, delivery_id: str, signer: HeaderSigner | None = None
+    ) -> None:
         if self._stopped or self._loop is None:
             self._report(delivery_id, 0, False, "the server stopped before delivery")
             return
-        task = self._loop.create_task(self._deliver(url, body, secret, delivery_id))
+        task = self._loop.create_task(self._deliver(url, body, secret, delivery_id, signer))
         self._tasks.add(task)  # a reference, so the task is not garbage-collected mid-flight
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, url: str, body: bytes, secret: str | None, delivery_id: str) -> None:
+    async def _deliver(
+        self, url: str, body: bytes, secret: str | None, delivery_id: str, signer: HeaderSigner | None = None
+    ) -> None:
         attempts, delivered, last_error = 0, False, ""
         try:
             for delay in self._delays:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 attempts += 1
-                delivered, last_error, retry = await self._attempt(url, body, secret)
+                delivered, last_error, retry = await self._attempt(url, body, secret, delivery_id, signer)
                 if delivered or not retry:
                     break
         except asyncio.CancelledError:
@@ -130,15 +140,20 @@ class WebhookSender:
         finally:
             self._report(delivery_id, attempts, delivered, last_error)
 
-    async def _attempt(self, url: str, body: bytes, secret: str | None) -> tuple[bool, str, bool]:
+    async def _attempt(
+        self, url: str, body: bytes, secret: str | None, delivery_id: str = "", signer: HeaderSigner | None = None
+    ) -> tuple[bool, str, bool]:
         """One POST: (delivered, error, worth retrying)."""
         assert self._semaphore is not None
         async with self._semaphore:
             headers = {"Content-Type": "application/json"}
             if secret:
                 timestamp = int(time.time())  # taken per try, so a late retry is still fresh for the receiver
-                headers[TIMESTAMP_HEADER] = str(timestamp)
-                headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+                if signer is not None:
+                    headers.update(signer(secret, delivery_id, timestamp, body))
+                else:
+                    headers[TIMESTAMP_HEADER] = str(timestamp)
+                    headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
             try:
                 status = await post_checked(url, body, headers, self._policy, self._timeout_s)
             except InputDownloadError as error:

@@ -58,6 +58,7 @@ class Prediction(Base):
     status: Mapped[str] = mapped_column(String(16))
     input: Mapped[dict] = mapped_column(JSON)  # as the user sent it
     input_files: Mapped[list | None] = mapped_column(JSON, nullable=True)  # stored file ids, main image first
+    lora_files: Mapped[list | None] = mapped_column(JSON, nullable=True)  # resolved LoRAs: sha256, path, scale
     inputs_ready: Mapped[bool] = mapped_column(Boolean, default=False)
     output: Mapped[list | None] = mapped_column(JSON, nullable=True)  # output file ids
     error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
@@ -73,6 +74,54 @@ class Prediction(Base):
     base_url: Mapped[str] = mapped_column(Text, default="")  # where the caller reached us: for absolute URLs
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # None: the seed's webhook (one call when it succeeds or fails); else a dialect's, e.g. "replicate"
+    webhook_format: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    webhook_events: Mapped[list | None] = mapped_column(JSON, nullable=True)  # the dialect's event filter
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookSecret(Base):
+    """The signing secret of a key's (or, without keys, the server's) Standard-Webhooks deliveries."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner: Mapped[str] = mapped_column(String(40), primary_key=True)  # an API key id, or "open"
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LoraBlob(Base):
+    """A LoRA file on disk, stored once per content hash. Downloads are evictable; uploads are kept."""
+
+    __tablename__ = "lora_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    kept: Mapped[bool] = mapped_column(Boolean, default=False)  # registered by name: never evicted
+    last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LoraName(Base):
+    """A LoRA registered under a name by a key (POST /v1/loras)."""
+
+    __tablename__ = "lora_names"
+    __table_args__ = (Index("ix_lora_names_owner_name", "owner_key_id", "name", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    name: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(ForeignKey("lora_blobs.sha256"))
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LoraSource(Base):
+    """Where a downloaded LoRA came from (a URL or hf://owner/repo/file), so it is fetched once."""
+
+    __tablename__ = "lora_sources"
+
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

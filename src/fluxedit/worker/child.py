@@ -75,7 +75,7 @@ class Worker:
 
     def _run(self, jobs: list) -> None:
         """Run jobs (one, or a batch of the same size and settings) and report each one's end."""
-        from ..schema import EditCancelled, FluxeditError
+        from ..schema import EditCancelled, FluxeditError, InputError
 
         for job in jobs:
             self.conn.send(("started", job["id"]))
@@ -107,6 +107,8 @@ class Worker:
             for job in runnable:
                 if job["id"] not in ended:
                     self.conn.send(("cancelled", job["id"]))
+        except InputError as error:  # e.g. a LoRA that does not fit the model
+            self._fail_all(runnable, ended, "INPUT_VALIDATION_ERROR", str(error))
         except FluxeditError as error:
             self._fail_all(runnable, ended, "EXECUTION_ERROR", str(error))
         except Exception as error:
@@ -122,6 +124,7 @@ class Worker:
     def _requests(self, jobs: list) -> tuple[list, list]:
         """Decode each job's images; a job whose images are unusable fails alone."""
         from ..engine import EditRequest
+        from ..engine.loras import LoraSpec
         from ..imaging.decode import decode_image
         from ..schema import EditSettings, InputError
 
@@ -135,7 +138,10 @@ class Worker:
             except (InputError, OSError) as error:
                 self.conn.send(("failed", job["id"], "INPUT_VALIDATION_ERROR", str(error)))
                 continue
-            requests.append(EditRequest(EditSettings(**job["settings"]), images, safety_check=job["safety_check"]))
+            loras = [LoraSpec(**lora) for lora in job.get("loras", [])]
+            requests.append(
+                EditRequest(EditSettings(**job["settings"]), images, safety_check=job["safety_check"], loras=loras)
+            )
             runnable.append(job)
         return requests, runnable
 

@@ -18,6 +18,7 @@ class Job(TypedDict):
     image_paths: list[str]  # stored input files, main image first
     image_fields: list[str]  # the input name of each, for error messages
     safety_check: bool
+    loras: list[dict]  # LoraSpec fields: path, digest, scale, field
 
 
 class JobResult(TypedDict):

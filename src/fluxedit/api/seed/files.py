@@ -2,38 +2,38 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
-from ...imaging.decode import decode_image
 from ...service.keys import Caller
 from ...service.services import Services
-from ...store.files import CONTENT_TYPES, EXTENSIONS
+from ...store.files import EXTENSIONS
 from ...store.models import StoredFile
 from ..deps import base_url, caller, services
 from ..errors import ApiError, not_found
+from ..uploads import MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, store_upload
 from .views import iso
 
 router = APIRouter(tags=["files"])
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-MULTIPART_OVERHEAD = 64 * 1024
 
 
 def file_view(record: StoredFile, base: str) -> dict:
+    """Also the Replicate file object (etag, metadata, expires_at, urls.get): its client uploads here too."""
     content = f"{base}/v1/files/{record.id}/content"
     return {
         "id": record.id,
         "name": record.filename,
         "content_type": record.content_type,
         "size": record.size,
+        "etag": record.sha256,
         "checksums": {"sha256": record.sha256},
+        "metadata": {},
         "width": record.width,
         "height": record.height,
         "created_at": iso(record.created_at),
+        "expires_at": None,
         "url": f"{base}/v1/files/{record.id}",
         "urls": {"get": f"{base}/v1/files/{record.id}", "content": content},
     }
@@ -52,28 +52,8 @@ async def upload_file(request: Request, who: Caller = Depends(caller)) -> dict:
     upload = form.get("file") or form.get("content")
     if not isinstance(upload, UploadFile):
         raise ApiError(422, "file: is required (a multipart field named 'file' holding the image)")
-    data = await _read_capped(upload)
-    decoded = await asyncio.to_thread(decode_image, data, "file")
-    record = await asyncio.to_thread(
-        services(request).files.put,
-        data,
-        purpose="upload",
-        content_type=CONTENT_TYPES[decoded.format.value],
-        filename=upload.filename or "upload",
-        owner_key_id=who.key_id,
-        size=decoded.image.size,
-    )
+    record = await store_upload(services(request), who, upload)
     return file_view(record, base_url(request))
-
-
-async def _read_capped(upload: UploadFile) -> bytes:
-    chunks, total = [], 0
-    while chunk := await upload.read(1024 * 1024):
-        total += len(chunk)
-        if total > MAX_UPLOAD_BYTES:
-            raise ApiError(413, "file: is larger than 50 MB")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _owned_file(found: Services, who: Caller, file_id: str) -> StoredFile:

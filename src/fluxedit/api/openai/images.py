@@ -1,0 +1,72 @@
+"""POST /v1/images/edits: OpenAI's images.edit, answered when the edit has finished."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException
+
+from ...schema import MAX_REFERENCE_IMAGES, MODEL_SLUG, InputError, validated_input
+from ...service.keys import Caller
+from ..deps import base_url, caller, own_hosts, services
+from ..errors import ApiError
+from ..uploads import MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, store_upload
+from .inputs import their_error, to_edit_input
+from .views import images_response
+
+router = APIRouter(tags=["openai"])
+MAX_IMAGES = 1 + MAX_REFERENCE_IMAGES
+IMAGE_FIELDS = ("image", "image[]")  # one image, or the client's array of them
+RESPONSE_FORMATS = ("b64_json", "url")
+
+
+@router.post("/v1/images/edits")
+async def edit_images(request: Request, who: Caller = Depends(caller)) -> dict:
+    """Multipart: image (one, or several: the first is edited, the others are references), prompt, n, size,
+    response_format (b64_json by default, or url), output_format, output_compression."""
+    found = services(request)
+    form = await _form(request)
+    images = [part for name in IMAGE_FIELDS for part in form.getlist(name)]
+    fields = {name: value for name, value in form.multi_items() if name not in IMAGE_FIELDS}
+    _check_images(images)
+    model = fields.pop("model", MODEL_SLUG)
+    if model != MODEL_SLUG:
+        message = f"model: {model!r} does not exist here; this server runs {MODEL_SLUG}"
+        raise ApiError(404, message, code="model_not_found")
+    response_format = fields.pop("response_format", RESPONSE_FORMATS[0])
+    if response_format not in RESPONSE_FORMATS:
+        raise InputError("response_format", f"must be b64_json or url (got {response_format!r})")
+    try:
+        edit_fields = to_edit_input(fields)
+        stored = [await store_upload(found, who, image, "image") for image in images]
+        edit_fields["image_url"] = stored[0].id
+        if len(stored) > 1:
+            edit_fields["image_urls"] = [record.id for record in stored[1:]]
+        edit_input = validated_input(edit_fields)
+        typed = edit_input.model_dump(mode="json", include=set(edit_fields))  # form fields arrive as text
+        prediction = await found.runner.create(
+            who, edit_input, typed, base_url=base_url(request), own_hosts=own_hosts(request)
+        )
+    except InputError as error:
+        raise their_error(error) from None
+    ended = await found.runner.wait(prediction.id, found.settings.execution_timeout + 60)
+    return await images_response(found, ended, base_url(request), response_format)
+
+
+async def _form(request: Request) -> FormData:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_IMAGES * (MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD):
+        raise ApiError(413, f"request body: is larger than {MAX_IMAGES} images of 50 MB")
+    try:
+        # Room for more images than we take, so too many get a message that says so.
+        return await request.form(max_files=17, max_fields=64, max_part_size=MAX_UPLOAD_BYTES + 1)
+    except MultiPartException as error:
+        raise ApiError(400, f"request body: not a valid multipart form ({error.message})") from None
+
+
+def _check_images(images: list) -> None:
+    if not images or not all(isinstance(image, UploadFile) for image in images):
+        raise InputError("image", "is required: an image file (several: the first is edited, the others guide it)")
+    if len(images) > MAX_IMAGES:
+        raise InputError("image", f"at most {MAX_IMAGES} images: one to edit and {MAX_REFERENCE_IMAGES} references "
+                         f"(got {len(images)})")  # fmt: skip

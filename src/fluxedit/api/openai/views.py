@@ -1,0 +1,43 @@
+"""A finished prediction as OpenAI's ImagesResponse, or the OpenAI error its failure is."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import UTC
+
+from ...service.services import Services
+from ...service.urls import output_url
+from ...store.models import Prediction
+from ..errors import ApiError
+
+
+async def images_response(services: Services, prediction: Prediction, base_url: str, response_format: str) -> dict:
+    if prediction.status != "success":
+        raise _failure(prediction)
+    data, content_type = [], "image/png"
+    for file_id in prediction.output or []:
+        content_type = services.files.get(file_id).content_type
+        if response_format == "url":
+            data.append({"url": output_url(base_url, file_id, content_type)})
+        else:
+            image = await asyncio.to_thread(services.files.read, file_id)
+            data.append({"b64_json": base64.b64encode(image).decode()})
+    created = prediction.created_at if prediction.created_at.tzinfo else prediction.created_at.replace(tzinfo=UTC)
+    return {
+        "created": int(created.timestamp()),
+        "data": data,
+        "output_format": content_type.removeprefix("image/"),
+        "size": f"{prediction.width}x{prediction.height}",
+    }
+
+
+def _failure(prediction: Prediction) -> ApiError:
+    ref = f" (prediction {prediction.id})"
+    if prediction.status == "error" and prediction.error_code == "PROVIDER_REJECTED":
+        return ApiError(400, f"{prediction.error_message}{ref}", code="moderation_blocked")
+    if prediction.status == "error":
+        return ApiError(500, f"{prediction.error_message}{ref}", code=(prediction.error_code or "error").lower())
+    if prediction.status == "cancelled":
+        return ApiError(400, f"the edit was cancelled{ref}", code="cancelled")
+    return ApiError(504, f"the edit did not finish in time; it goes on as prediction {prediction.id}", code="timeout")

@@ -1,0 +1,68 @@
+"""Predictions as Replicate shows them: its five statuses, one output URL, its field names."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ...service.runner import TERMINAL
+from ...service.services import Services
+from ...store.models import Prediction
+from ..seed.views import iso, output_urls
+from .inputs import MODEL_NAME, from_edit_input, their_message
+
+STATUSES = {
+    "created": "starting",
+    "starting": "starting",
+    "processing": "processing",
+    "success": "succeeded",
+    "error": "failed",
+    "cancelled": "canceled",
+}
+
+
+def prediction_urls(base_url: str, prediction_id: str) -> dict[str, str]:
+    # No "stream" URL: the client would expect Replicate's token stream, which an image model has not.
+    root = f"{base_url}/v1/predictions/{prediction_id}"
+    return {"get": root, "cancel": f"{root}/cancel"}
+
+
+def prediction_view(services: Services, prediction: Prediction, base_url: str) -> dict:
+    output = None
+    if prediction.status == "success":
+        urls = output_urls(services, prediction, base_url)
+        output = urls[0] if len(urls) == 1 else urls  # the model returns one URL string
+    metrics = {}
+    if (predict_time := (prediction.metrics or {}).get("predict_time")) is not None:
+        metrics["predict_time"] = predict_time
+    if prediction.completed_at is not None:
+        total = _aware(prediction.completed_at) - _aware(prediction.created_at)
+        metrics["total_time"] = round(total.total_seconds(), 4)
+    return {
+        "id": prediction.id,
+        "model": MODEL_NAME,
+        "version": prediction.version,
+        "input": from_edit_input(prediction.input),
+        "status": STATUSES[prediction.status],
+        "output": output,
+        "error": their_message(prediction.error_message) if prediction.status == "error" else None,
+        "logs": prediction.logs,
+        "metrics": metrics,
+        "urls": prediction_urls(base_url, prediction.id),
+        "source": "api",
+        "data_removed": False,
+        "created_at": iso(prediction.created_at),
+        "started_at": iso(prediction.started_at),
+        "completed_at": iso(prediction.completed_at),
+    }
+
+
+def still_starting(view: dict, prediction: Prediction) -> dict:
+    """A create answer whose wait ran out shows 'starting', as Replicate's does: its client polls on that
+    status but takes any other as the end of a blocking call."""
+    if prediction.status not in TERMINAL:
+        view["status"] = "starting"
+    return view
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite drops the zone; it was UTC

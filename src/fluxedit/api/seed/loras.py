@@ -1,0 +1,83 @@
+"""/v1/loras: register a LoRA file under a name, list them, delete one."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from ...service.keys import Caller
+from ...store.models import LoraName
+from ..deps import caller, services
+from ..errors import ApiError, not_found
+from .views import iso
+
+router = APIRouter(prefix="/v1/loras", tags=["loras"])
+
+
+def lora_view(record: LoraName) -> dict:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "size": record.size,
+        "sha256": record.sha256,
+        "created_at": iso(record.created_at),
+        "usage": {"loras": [{"path": record.name, "scale": 1.0}]},
+    }
+
+
+@router.post("", status_code=201)
+async def upload_lora(request: Request, who: Caller = Depends(caller)) -> dict:
+    """Multipart: `file` (a .safetensors LoRA, up to 2 GB by default) and `name` (how requests refer to it)."""
+    store = services(request).loras
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > store.max_bytes + 64 * 1024:
+        raise ApiError(413, f"file: is larger than {store.max_bytes // 2**20} MB")
+    try:
+        form = await request.form(max_files=1, max_fields=8, max_part_size=store.max_bytes + 1)
+    except MultiPartException as error:
+        raise ApiError(400, f"request body: not a valid multipart upload ({error.message})") from None
+    upload, name = form.get("file"), form.get("name")
+    if not isinstance(upload, UploadFile):
+        raise ApiError(422, "file: is required (a multipart field named 'file' holding the .safetensors file)")
+    if not isinstance(name, str) or not name:
+        raise ApiError(422, "name: is required (how predictions will refer to this LoRA)")
+    if services(request).loras.find(who, name) is not None:
+        raise ApiError(409, f"name: a LoRA named {name!r} exists already; delete it first")
+    temporary, sink = store.temporary()
+    try:
+        with sink:
+            written = 0
+            while chunk := await upload.read(1 << 20):
+                written += len(chunk)
+                if written > store.max_bytes:
+                    raise ApiError(413, f"file: is larger than {store.max_bytes // 2**20} MB")
+                sink.write(chunk)
+        sha256, size = await asyncio.to_thread(store.add, temporary, "file", True)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return lora_view(store.register(who, name, sha256, size))
+
+
+@router.get("")
+async def list_loras(request: Request, who: Caller = Depends(caller)) -> dict:
+    return {"data": [lora_view(record) for record in services(request).loras.names(who)]}
+
+
+@router.get("/{name}")
+async def get_lora(request: Request, name: str, who: Caller = Depends(caller)) -> dict:
+    record = services(request).loras.find(who, name)
+    if record is None:
+        raise not_found(f"LoRA {name}")
+    return lora_view(record)
+
+
+@router.delete("/{name}", status_code=204)
+async def delete_lora(request: Request, name: str, who: Caller = Depends(caller)) -> None:
+    store = services(request).loras
+    record = store.find(who, name)
+    if record is None:
+        raise not_found(f"LoRA {name}")
+    store.unregister(record)

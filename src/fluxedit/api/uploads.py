@@ -1,0 +1,41 @@
+"""Uploaded images: read with a size cap, decoded (so only real images are kept), then stored."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.datastructures import UploadFile
+
+from ..imaging.decode import decode_image
+from ..service.keys import Caller
+from ..service.services import Services
+from ..store.files import CONTENT_TYPES
+from ..store.models import StoredFile
+from .errors import ApiError
+
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+async def read_capped(upload: UploadFile, field: str = "file") -> bytes:
+    chunks, total = [], 0
+    while chunk := await upload.read(1024 * 1024):
+        total += len(chunk)
+        if total > MAX_UPLOAD_BYTES:
+            raise ApiError(413, f"{field}: is larger than 50 MB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def store_upload(services: Services, who: Caller, upload: UploadFile, field: str = "file") -> StoredFile:
+    data = await read_capped(upload, field)
+    decoded = await asyncio.to_thread(decode_image, data, field)
+    return await asyncio.to_thread(
+        services.files.put,
+        data,
+        purpose="upload",
+        content_type=CONTENT_TYPES[decoded.format.value],
+        filename=upload.filename or "upload",
+        owner_key_id=who.key_id,
+        size=decoded.image.size,
+    )

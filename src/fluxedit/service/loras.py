@@ -1,0 +1,284 @@
+"""LoRA files for the service: registered by name, downloaded from a URL or the Hugging Face hub, or
+read from a folder the operator allows. Every one ends as a checked safetensors file on disk.
+
+Files are kept once per content hash (data/loras/<sha256>.safetensors). Downloads
+are a cache: when they pass the size cap, the least recently used ones go.
+Registered files stay until deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import secrets
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..schema import InputDownloadError, InputError
+from ..store.models import LoraBlob, LoraName, LoraSource, utcnow
+from .fetch import UrlPolicy, fetch_to_file, parse_http_url
+from .keys import Caller
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+HUB_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:/(?P<file>[\w./-]+\.safetensors))?$")
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ResolvedLora:
+    path: str
+    sha256: str
+    scale: float
+    field: str
+
+    def as_job(self) -> dict:
+        return {"path": self.path, "digest": self.sha256, "scale": self.scale, "field": self.field}
+
+
+def safetensors_keys(path: Path, field: str) -> list[str]:
+    """The tensor names in a safetensors file, read from its header alone; refuse anything else (pickles)."""
+    with path.open("rb") as stream:
+        prefix = stream.read(8)
+        if len(prefix) < 8:
+            raise InputError(field, "is not a safetensors file (too short)")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > MAX_HEADER_BYTES:
+            raise InputError(field, "is not a safetensors file (its header is not valid)")
+        try:
+            header = json.loads(stream.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InputError(
+                field, "is not a safetensors file (pickled .ckpt/.pt/.bin files are never loaded)"
+            ) from None
+    if not isinstance(header, dict):
+        raise InputError(field, "is not a safetensors file (its header is not valid)")
+    return [key for key in header if key != "__metadata__"]
+
+
+class LoraStore:
+    def __init__(self, folder: Path, sessions: sessionmaker[Session], max_bytes: int, cache_bytes: int):
+        self.folder = folder
+        self.sessions = sessions
+        self.max_bytes = max_bytes
+        self.cache_bytes = cache_bytes
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.folder / f"{sha256}.safetensors"
+
+    def add(self, temporary: Path, field: str, kept: bool) -> tuple[str, int]:
+        """Check a written file, move it under its content hash, record it; (sha256, size)."""
+        size = temporary.stat().st_size
+        if size > self.max_bytes:
+            raise InputError(field, f"is larger than {self.max_bytes // 2**20} MB")
+        keys = safetensors_keys(temporary, field)
+        if not any("lora" in key or "processor" in key for key in keys):
+            raise InputError(field, f"holds no LoRA weights (its {len(keys)} tensors have no lora_* names)")
+        sha256 = _digest(temporary)
+        os.replace(temporary, self.path(sha256))
+        with self.sessions.begin() as session:
+            blob = session.get(LoraBlob, sha256)
+            if blob is None:
+                session.add(LoraBlob(sha256=sha256, size=size, kept=kept))
+            else:
+                blob.kept = blob.kept or kept
+                blob.last_used_at = utcnow()
+        if not kept:
+            self.evict()
+        return sha256, size
+
+    def temporary(self) -> tuple[Path, object]:
+        handle, name = tempfile.mkstemp(dir=self.folder, suffix=".partial")
+        return Path(name), os.fdopen(handle, "wb")
+
+    def touch(self, sha256: str) -> None:
+        with self.sessions.begin() as session:
+            blob = session.get(LoraBlob, sha256)
+            if blob is not None:
+                blob.last_used_at = utcnow()
+
+    def evict(self) -> None:
+        """Drop the least recently used downloads while the cache is over its size cap."""
+        with self.sessions.begin() as session:
+            cached = list(session.scalars(select(LoraBlob).where(~LoraBlob.kept).order_by(LoraBlob.last_used_at)))
+            total = sum(blob.size for blob in cached)
+            for blob in cached:
+                if total <= self.cache_bytes:
+                    break
+                total -= blob.size
+                session.query(LoraSource).filter(LoraSource.sha256 == blob.sha256).delete()
+                session.delete(blob)
+                self.path(blob.sha256).unlink(missing_ok=True)
+
+    # ---- registered names ------------------------------------------------------------------
+
+    def register(self, caller: Caller, name: str, sha256: str, size: int) -> LoraName:
+        if not NAME.match(name):
+            raise InputError("name", "must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        with self.sessions.begin() as session:
+            taken = session.scalars(
+                select(LoraName).where(LoraName.owner_key_id == caller.key_id, LoraName.name == name)
+            ).first()
+            if taken is not None:
+                raise InputError("name", f"a LoRA named {name!r} exists already; delete it first")
+            record = LoraName(
+                id="lora_" + secrets.token_hex(8), owner_key_id=caller.key_id, name=name, sha256=sha256, size=size
+            )
+            session.add(record)
+        return record
+
+    def names(self, caller: Caller) -> list[LoraName]:
+        with self.sessions() as session:
+            query = select(LoraName).where(LoraName.owner_key_id == caller.key_id).order_by(LoraName.name)
+            return list(session.scalars(query))
+
+    def find(self, caller: Caller, name_or_id: str) -> LoraName | None:
+        with self.sessions() as session:
+            return session.scalars(
+                select(LoraName).where(
+                    LoraName.owner_key_id == caller.key_id, (LoraName.name == name_or_id) | (LoraName.id == name_or_id)
+                )
+            ).first()
+
+    def unregister(self, record: LoraName) -> None:
+        with self.sessions.begin() as session:
+            session.delete(session.get(LoraName, record.id))
+            still_named = session.scalar(select(func.count()).where(LoraName.sha256 == record.sha256))
+            if not still_named:  # the file stays as a cache entry until evicted
+                session.get(LoraBlob, record.sha256).kept = False
+        self.evict()
+
+    # ---- downloads -----------------------------------------------------------------------
+
+    def cached(self, source: str) -> str | None:
+        with self.sessions() as session:
+            record = session.get(LoraSource, source)
+        if record is not None and self.path(record.sha256).is_file():
+            return record.sha256
+        return None
+
+    def remember(self, source: str, sha256: str) -> None:
+        with self.sessions.begin() as session:
+            session.merge(LoraSource(source=source, sha256=sha256))
+
+
+class LoraResolver:
+    """Turns each `loras[i].path` of an input into a checked local file."""
+
+    def __init__(self, store: LoraStore, policy: UrlPolicy, allowed_dirs: list[Path], hub_token: str | None):
+        self.store = store
+        self.policy = UrlPolicy(
+            allow_private=policy.allow_private,
+            allowed_networks=policy.allowed_networks,
+            max_bytes=store.max_bytes,
+            timeout_s=600.0,  # LoRAs are large; the address rules are the same as for images
+            max_redirects=policy.max_redirects,
+        )
+        self.allowed_dirs = [d.resolve() for d in allowed_dirs]
+        self.hub_token = hub_token
+
+    def kind(self, ref: str, field: str, caller: Caller) -> str:
+        """What a reference names (checked when the prediction is created): name, url, path or hub."""
+        if self.store.find(caller, ref) is not None:
+            return "name"
+        if ref.startswith(("http://", "https://")):
+            parse_http_url(ref, field)
+            return "url"
+        if ref.startswith(("/", "~")):
+            return "path"
+        if HUB_REF.match(ref):
+            return "hub"
+        raise InputError(
+            field,
+            f"{ref!r} is not a LoRA name of yours, an https URL, a Hugging Face reference (owner/repo or "
+            "owner/repo/file.safetensors) or an allowed server path",
+        )
+
+    async def resolve(self, ref: str, scale: float, field: str, caller: Caller) -> ResolvedLora:
+        kind = self.kind(ref, field, caller)
+        if kind == "path":
+            return self._local(ref, scale, field)
+        if kind == "name":
+            sha256 = self.store.find(caller, ref).sha256
+        elif kind == "url":
+            sha256 = await self._download(ref, field)
+        else:
+            sha256 = await self._from_hub(ref, field)
+        self.store.touch(sha256)
+        return ResolvedLora(str(self.store.path(sha256)), sha256, scale, field)
+
+    async def _download(self, url: str, field: str) -> str:
+        sha256 = self.store.cached(url)
+        if sha256 is not None:
+            return sha256
+        temporary, sink = self.store.temporary()
+        try:
+            with sink:
+                await fetch_to_file(url, self.policy, field, sink)
+            sha256, _ = await asyncio.to_thread(self.store.add, temporary, field, False)
+        finally:
+            temporary.unlink(missing_ok=True)
+        self.store.remember(url, sha256)
+        return sha256
+
+    def _local(self, ref: str, scale: float, field: str) -> ResolvedLora:
+        path = Path(ref).expanduser().resolve()
+        if not any(path.is_relative_to(folder) for folder in self.allowed_dirs):
+            allowed = ", ".join(str(d) for d in self.allowed_dirs) or "none (set --lora-dir)"
+            raise InputError(field, f"server paths are allowed only inside the LoRA folders ({allowed})")
+        if not path.is_file():
+            raise InputError(field, f"{ref} does not exist on the server")
+        if path.stat().st_size > self.store.max_bytes:
+            raise InputError(field, f"is larger than {self.store.max_bytes // 2**20} MB")
+        safetensors_keys(path, field)
+        return ResolvedLora(str(path), _digest(path), scale, field)
+
+    async def _from_hub(self, ref: str, field: str) -> str:
+        source = f"hf://{ref}"
+        sha256 = self.store.cached(source)
+        if sha256 is not None:
+            return sha256
+        match = HUB_REF.match(ref)
+        path = await asyncio.to_thread(self._hub_download, match.group("repo"), match.group("file"), field)
+        temporary, sink = self.store.temporary()
+        with sink, path.open("rb") as source_file:
+            while chunk := source_file.read(1 << 20):
+                sink.write(chunk)
+        try:
+            sha256, _ = await asyncio.to_thread(self.store.add, temporary, field, False)
+        finally:
+            temporary.unlink(missing_ok=True)
+        self.store.remember(source, sha256)
+        return sha256
+
+    def _hub_download(self, repo: str, filename: str | None, field: str) -> Path:
+        from huggingface_hub import HfApi, hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            if filename is None:
+                files = [f for f in HfApi(token=self.hub_token).list_repo_files(repo) if f.endswith(".safetensors")]
+                if len(files) != 1:
+                    raise InputError(field, f"{repo} holds {len(files)} .safetensors files: name one (owner/repo/file)")
+                filename = files[0]
+            return Path(hf_hub_download(repo, filename, token=self.hub_token))
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
+            raise InputDownloadError(
+                field, f"could not download {repo}/{filename or ''} from the hub ({error})"
+            ) from None
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,33 @@
+"""History: the caller's recent predictions with status, thumbnails and run time, and the average."""
+
+from __future__ import annotations
+
+from tests.service.server import create, upload, wait_done
+from tests.web.conftest import open_playground
+from tests.web.pictures import encode, landscape
+from tests.web.steps import expect
+
+
+def test_history_lists_predictions_and_reopens_one(page, server):
+    with server.client() as http:
+        file_id = upload(http, encode(landscape(640, 480)), "hills.png")["id"]
+        first = wait_done(http, create(http, image_url=file_id, prompt="Make it snowy"))
+        second = wait_done(http, create(http, image_url=file_id, prompt="Make it misty", seed=8))
+        listed = http.get("/v1/prediction", params={"limit": 10}).json()["data"]
+    open_playground(page, server)
+
+    items = page.locator("#history-list li")
+    expect(items.first).to_have_attribute("data-id", second["id"])
+    entry = page.locator(f"#history-list li[data-id='{first['id']}']")
+    expect(entry.locator(".status-pill")).to_have_text("Done")
+    expect(entry.locator(".run-time")).to_have_text(f"{first['metrics']['predict_time']:.2f} s")
+    expect(entry.locator("img.thumb")).to_have_attribute("src", first["output"][0])
+    times = [p["metrics"]["predict_time"] for p in listed if p["status"] == "success"]
+    expect(page.locator("#avg-run-time")).to_have_text(f"{sum(times) / len(times):.2f} s")
+
+    page.click(f"#history-list li[data-id='{second['id']}'] button")
+    expect(page.locator("#prompt")).to_have_value("Make it misty")
+    expect(page.locator("#result-image")).to_have_attribute("src", second["output"][0])
+    expect(page.locator("#chosen-name")).to_have_text("hills.png")  # its input, fetched back from the server
+    expect(page.locator("#set-seed")).to_have_value("8")
+    expect(page.locator("#result-meta")).to_contain_text("Seed 8")
