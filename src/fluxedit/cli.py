@@ -263,6 +263,79 @@ def write_tiny(
         console.print(f"wrote its transformer in BFL layout to [bold]{bfl_file}[/]", highlight=False)
 
 
+@app.command()
+def train(
+    data: Annotated[
+        Path, typer.Argument(help="A folder or .zip of NAME_start/NAME_end images (+ NAME.txt), or a .jsonl.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the LoRA (.safetensors, diffusers layout).")],
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 1000,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default: the rank).")] = None,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    targets: Annotated[str, typer.Option(help="attention, or all (attention, MLPs, projections).")] = "attention",
+    resolution: Annotated[
+        int, typer.Option(help="Bucket side: 1024 trains at the Kontext sizes, 512 at a quarter.")
+    ] = 1024,
+    default_caption: Annotated[str | None, typer.Option(help="Caption for pairs without a NAME.txt.")] = None,
+    trigger_word: Annotated[str | None, typer.Option(help="A word put before every caption.")] = None,
+    caption_dropout: Annotated[float, typer.Option(help="Share of steps trained with an empty caption.")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Fixes everything: same seed, same weights.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (0: never).")] = 250,
+    validate_every: Annotated[int, typer.Option(help="Edit the held-out pairs every N steps (0: never).")] = 0,
+    validation_pairs: Annotated[int, typer.Option(help="Pairs held out for validation edits.")] = 0,
+    optimizer: Annotated[str, typer.Option(help="adamw, or adamw8bit (bitsandbytes, CUDA).")] = "adamw",
+    work_dir: Annotated[
+        Path | None, typer.Option(help="Checkpoints and validation images (default: next to --out).")
+    ] = None,
+    model: ModelOption = None,
+    components: ComponentsOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+) -> None:
+    """Train a LoRA from before/after pairs; a stopped run resumes from its last checkpoint."""
+    from .training.dataset import DatasetError, load_pairs
+
+    try:
+        pairs = load_pairs(data, default_caption, trigger_word)
+    except DatasetError as error:
+        raise fail(str(error)) from None
+    console.print(f"{len(pairs)} pairs from {data}", highlight=False)
+    config = _engine_settings(model=model, components=components, device=device, dtype=dtype)
+    _run_training(config, pairs, out, work_dir or out.with_name(out.stem + "-training"), locals())
+
+
+def _run_training(config: Settings, pairs, out: Path, work_dir: Path, options: dict) -> None:
+    from rich.progress import TimeRemainingColumn
+
+    from .engine.loading import load_model
+    from .training.trainer import TrainConfig, Trainer, loss_drop
+
+    fields = {k: options[k] for k in TrainConfig.__dataclass_fields__ if k in options}
+    try:
+        with console.status(f"loading {config.model} ..."):
+            loaded = load_model(**{**config.engine_options(), "memory_mode": "gpu"})
+        trainer = Trainer(loaded.pipe, loaded.placement.device, pairs, TrainConfig(**fields), work_dir)
+        with console.status("encoding captions and images once ..."):
+            trainer.prepare()
+        bar = Progress(
+            TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        )  # fmt: skip
+        with bar:
+            task = bar.add_task("training", total=trainer.config.steps, loss="-")
+            result = trainer.run(
+                progress=lambda p: bar.update(task, completed=p.step, loss=f"{p.loss:.4f}"), output=out
+            )
+    except (FluxeditError, ValueError) as error:
+        raise fail(str(error), code=1) from None
+    console.print(
+        f"wrote [bold]{result.lora_path}[/] and [bold]{result.comfyui_path}[/] (ComfyUI); {result.steps} steps, "
+        f"loss {loss_drop(result.losses):.2f}x of its start; checkpoints in {work_dir}",
+        highlight=False,
+    )
+
+
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 DataDirOption = Annotated[Path | None, typer.Option(help="The service's data folder. [env: FLUXEDIT_DATA_DIR]")]

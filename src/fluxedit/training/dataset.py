@@ -1,0 +1,132 @@
+"""Training pairs: an input image, the wanted output, and the instruction.
+
+Layouts accepted (the ones other Kontext trainers use):
+- a folder (or a .zip of one) with NAME_start.EXT and NAME_end.EXT, and an optional NAME.txt caption;
+- a JSONL manifest, one {"start": ..., "end": ..., "caption": ...} per line, paths relative to it.
+Every problem is collected and reported at once, with the file names, before training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..imaging.decode import DecodedImage, decode_image
+from ..schema import FluxeditError, InputError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+MIN_PAIRS = 2
+
+
+class DatasetError(FluxeditError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"the training data has {len(problems)} problem(s):\n{listed}")
+
+
+@dataclass
+class Pair:
+    name: str
+    start: DecodedImage
+    end: DecodedImage
+    caption: str
+
+
+def load_pairs(source: Path, default_caption: str | None = None, trigger_word: str | None = None) -> list[Pair]:
+    source = Path(source)
+    if not source.exists():
+        raise DatasetError([f"{source}: no such file or folder"])
+    if source.suffix == ".zip":
+        with tempfile.TemporaryDirectory() as folder:
+            with zipfile.ZipFile(source) as archive:
+                _extract_safely(archive, Path(folder))
+            root = _single_child_folder(Path(folder))
+            return _from_folder(root, default_caption, trigger_word, shown=source.name)
+    if source.suffix == ".jsonl":
+        return _from_manifest(source, default_caption, trigger_word)
+    if source.is_dir():
+        return _from_folder(source, default_caption, trigger_word, shown=source.name)
+    raise DatasetError([f"{source}: not a folder, a .zip or a .jsonl manifest"])
+
+
+def _from_folder(folder: Path, default_caption, trigger_word, shown: str) -> list[Pair]:
+    starts, ends, problems = {}, {}, []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        stem = path.stem
+        if stem.endswith("_start"):
+            starts[stem.removesuffix("_start")] = path
+        elif stem.endswith("_end"):
+            ends[stem.removesuffix("_end")] = path
+        else:
+            problems.append(f"{shown}/{path.name}: an image neither NAME_start nor NAME_end")
+    for name in sorted(set(starts) - set(ends)):
+        problems.append(f"{shown}/{starts[name].name}: its pair {name}_end.* is missing")
+    for name in sorted(set(ends) - set(starts)):
+        problems.append(f"{shown}/{ends[name].name}: its pair {name}_start.* is missing")
+    entries = []
+    for name in sorted(set(starts) & set(ends)):
+        caption_file = folder / f"{name}.txt"
+        caption = caption_file.read_text(encoding="utf-8").strip() if caption_file.is_file() else None
+        entries.append((name, starts[name], ends[name], caption))
+    return _build(entries, problems, default_caption, trigger_word, shown)
+
+
+def _from_manifest(manifest: Path, default_caption, trigger_word) -> list[Pair]:
+    entries, problems = [], []
+    for number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            start, end = manifest.parent / row["start"], manifest.parent / row["end"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            problems.append(f"{manifest.name} line {number}: not an object with start and end ({error})")
+            continue
+        entries.append((f"line {number}", start, end, row.get("caption")))
+    return _build(entries, problems, default_caption, trigger_word, manifest.name)
+
+
+def _build(entries, problems: list[str], default_caption, trigger_word, shown: str) -> list[Pair]:
+    pairs = []
+    for name, start_path, end_path, caption in entries:
+        start, end = _read(start_path, problems), _read(end_path, problems)
+        caption = caption or default_caption
+        if not caption:
+            problems.append(f"{shown}: pair {name} has no caption ({name}.txt) and no default caption was given")
+        if start is None or end is None or not caption:
+            continue
+        pairs.append(Pair(name, start, end, f"{trigger_word} {caption}" if trigger_word else caption))
+    if not problems and len(pairs) < MIN_PAIRS:
+        problems.append(f"{shown}: {len(pairs)} pair(s) found, at least {MIN_PAIRS} are needed")
+    if problems:
+        raise DatasetError(problems)
+    return pairs
+
+
+def _read(path: Path, problems: list[str]) -> DecodedImage | None:
+    try:
+        return decode_image(path.read_bytes(), field=path.name)
+    except OSError as error:
+        problems.append(f"{path.name}: cannot be read ({error.strerror or error})")
+    except InputError as error:
+        problems.append(str(error))
+    return None
+
+
+def _extract_safely(archive: zipfile.ZipFile, target: Path) -> None:
+    for member in archive.infolist():
+        destination = (target / member.filename).resolve()
+        if not destination.is_relative_to(target.resolve()):
+            raise DatasetError([f"{member.filename}: points outside the archive"])
+    archive.extractall(target)
+
+
+def _single_child_folder(folder: Path) -> Path:
+    children = [p for p in folder.iterdir() if not p.name.startswith(("__MACOSX", "."))]
+    return children[0] if len(children) == 1 and children[0].is_dir() else folder

@@ -1,0 +1,318 @@
+"""Train a LoRA on the Kontext transformer from before/after pairs.
+
+The loss is rectified-flow matching with the input image's tokens appended
+after the noisy target tokens, exactly as the engine runs them at inference.
+Text embeddings and latents are computed once. A fixed seed fixes everything:
+the LoRA's initial weights, the order of the pairs, the noise and the caption
+dropout; a run stopped at a checkpoint and resumed ends with the same weights
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+from ..engine.lora_formats import diffusers_lora_to_bfl
+from ..engine.tokens import grid_ids, pack, reference_ids
+from ..resolution import PREFERRED_SIZES, nearest_preferred_size
+from ..schema import EditCancelled
+from .dataset import Pair
+
+ADAPTER = "fluxedit_training"  # not "train": that name clashes with nn.Module.train
+ATTENTION = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
+# targets="all" adds the MLPs and the projections in and out of the token stream.
+MLPS = ["ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2", "proj_mlp", "proj_out", "x_embedder"]
+T5_TOKENS = 512
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    rank: int = 16
+    alpha: float | None = None  # default: the rank (scale 1)
+    learning_rate: float = 1e-4
+    targets: str = "attention"  # or "all": attention and the MLPs
+    resolution: int = 1024  # side of the square whose area the buckets keep
+    caption_dropout: float = 0.05
+    guidance: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 250
+    validate_every: int = 0
+    validation_pairs: int = 0
+    gradient_checkpointing: bool | None = None  # default: on for CUDA
+    optimizer: str = "adamw"  # or "adamw8bit" (bitsandbytes, CUDA)
+
+
+@dataclass
+class TrainProgress:
+    step: int
+    total: int
+    loss: float
+    seconds_left: float
+
+
+@dataclass
+class TrainResult:
+    lora_path: Path
+    comfyui_path: Path
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+    validation_images: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class Example:
+    name: str
+    output_tokens: torch.Tensor  # (1, N, 64): the wanted result, clean
+    reference_tokens: torch.Tensor  # (1, N_ref, 64): the input image
+    position_ids: torch.Tensor
+    caption: str
+
+
+def bucket_size(width: int, height: int, resolution: int) -> tuple[int, int]:
+    """The preferred Kontext size for this aspect, scaled to `resolution`^2 pixels, sides multiples of 16."""
+    preferred = nearest_preferred_size(width, height)
+    if resolution == 1024:
+        return preferred
+    scale = resolution / 1024
+    return tuple(max(16, round(side * scale / 16) * 16) for side in preferred)
+
+
+class Trainer:
+    def __init__(self, pipe, device: torch.device, pairs: list[Pair], config: TrainConfig, out_dir: Path):
+        self.pipe = pipe
+        self.device = device
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.transformer = pipe.transformer
+        held_out = min(config.validation_pairs, max(0, len(pairs) - 1))
+        self.validation = pairs[len(pairs) - held_out :] if held_out else []
+        self.pairs = pairs[: len(pairs) - held_out] if held_out else pairs
+        self.generator = torch.Generator("cpu").manual_seed(config.seed)
+        self.losses: list[float] = []
+        self.step = 0
+
+    # ---- preparation --------------------------------------------------------------------
+
+    @torch.no_grad()
+    def prepare(self) -> None:
+        """Encode every caption and every image once; add the LoRA with seeded initial weights."""
+        self.examples = [self._example(pair) for pair in self.pairs]
+        captions = {pair.caption for pair in self.pairs} | {""}
+        self.embeddings = {caption: self._encode_text(caption) for caption in captions}
+        for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.text_encoder_2):
+            module.requires_grad_(False)
+        self.transformer.requires_grad_(False)
+        torch.manual_seed(self.config.seed)
+        targets = ATTENTION + (MLPS if self.config.targets == "all" else [])
+        config = LoraConfig(
+            r=self.config.rank,
+            lora_alpha=self.config.alpha or self.config.rank,
+            target_modules=targets,
+            init_lora_weights="gaussian",
+        )
+        self.transformer.add_adapter(config, adapter_name=ADAPTER)
+        self.transformer.set_adapter(ADAPTER)
+        self.parameters = [p for p in self.transformer.parameters() if p.requires_grad]
+        for parameter in self.parameters:
+            parameter.data = parameter.data.float()  # LoRA weights train in fp32 even on a bf16 model
+        checkpointing = self.config.gradient_checkpointing
+        if checkpointing or (checkpointing is None and self.device.type == "cuda"):
+            self.transformer.enable_gradient_checkpointing()
+        self.optimizer = self._optimizer()
+
+    def _example(self, pair: Pair) -> Example:
+        width, height = bucket_size(pair.start.image.width, pair.start.image.height, self.config.resolution)
+        start, end = self._latent(pair.start.image, width, height), self._latent(pair.end.image, width, height)
+        rows, cols = start.shape[2] // 2, start.shape[3] // 2
+        positions = torch.cat([grid_ids(rows, cols), reference_ids([(rows, cols)])])
+        dtype = self.transformer.dtype
+        return Example(pair.name, pack(end), pack(start), positions.to(self.device, dtype), pair.caption)
+
+    def _latent(self, image, width: int, height: int) -> torch.Tensor:
+        processor, vae = self.pipe.image_processor, self.pipe.vae
+        pixels = processor.preprocess(processor.resize(image, height, width), height, width)
+        latent = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist.mode()
+        return ((latent - vae.config.shift_factor) * vae.config.scaling_factor).to(self.transformer.dtype)
+
+    def _encode_text(self, caption: str):
+        text, pooled, text_ids = self.pipe.encode_prompt(
+            prompt=caption, prompt_2=None, device=self.device, num_images_per_prompt=1, max_sequence_length=T5_TOKENS
+        )
+        return text.to(self.transformer.dtype), pooled.to(self.transformer.dtype), text_ids
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        if self.config.optimizer == "adamw8bit":
+            import bitsandbytes
+
+            return bitsandbytes.optim.AdamW8bit(self.parameters, lr=self.config.learning_rate)
+        return torch.optim.AdamW(self.parameters, lr=self.config.learning_rate, weight_decay=1e-4)
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    def run(
+        self,
+        progress: Callable[[TrainProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        stop_after: int | None = None,
+        output: Path | None = None,
+    ) -> TrainResult:
+        """Train to `config.steps` (resuming from the newest checkpoint), save the LoRA at `output`."""
+        self.resume()
+        started, first_step = time.perf_counter(), self.step
+        validation_images: list[Path] = []
+        self.transformer.train()
+        while self.step < self.config.steps:
+            if should_stop is not None and should_stop():
+                raise EditCancelled(f"training cancelled at step {self.step} of {self.config.steps}")
+            loss = self._train_step()
+            self.step += 1
+            self.losses.append(loss)
+            if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+                self.save_checkpoint()
+            if self.config.validate_every and self.validation and self.step % self.config.validate_every == 0:
+                validation_images += self.validate()
+            if progress is not None:
+                rate = (time.perf_counter() - started) / max(1, self.step - first_step)
+                progress(TrainProgress(self.step, self.config.steps, loss, rate * (self.config.steps - self.step)))
+            if stop_after is not None and self.step >= stop_after:
+                break
+        self.transformer.eval()
+        lora, comfyui = self.save_lora(output or self.out_dir / "lora.safetensors")
+        return TrainResult(lora, comfyui, list(self.losses), self.step, validation_images)
+
+    def _train_step(self) -> float:
+        example = self.examples[self._example_index(self.step)]
+        noise = torch.randn(example.output_tokens.shape, generator=self.generator).to(self.device)
+        sigma = torch.sigmoid(torch.randn(1, generator=self.generator)).item()  # logit-normal noise levels
+        dropped = torch.rand(1, generator=self.generator).item() < self.config.caption_dropout
+        text, pooled, text_ids = self.embeddings["" if dropped else example.caption]
+        clean = example.output_tokens.float()
+        noisy = ((1 - sigma) * clean + sigma * noise).to(self.transformer.dtype)
+        velocity = noise - clean
+        dtype = self.transformer.dtype
+        prediction = self.transformer(
+            hidden_states=torch.cat([noisy, example.reference_tokens], dim=1),
+            timestep=torch.full((1,), sigma, device=self.device, dtype=dtype),
+            guidance=torch.full((1,), self.config.guidance, device=self.device, dtype=torch.float32),
+            pooled_projections=pooled,
+            encoder_hidden_states=text,
+            txt_ids=text_ids,
+            img_ids=example.position_ids,
+            return_dict=False,
+        )[0][:, : noisy.shape[1]]
+        loss = torch.nn.functional.mse_loss(prediction.float(), velocity)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    def _example_index(self, step: int) -> int:
+        """A fresh permutation per epoch, from the seed and the epoch alone (so resuming sees the same order)."""
+        count = len(self.examples)
+        epoch, position = divmod(step, count)
+        order = torch.randperm(count, generator=torch.Generator("cpu").manual_seed(self.config.seed * 7919 + epoch))
+        return int(order[position])
+
+    # ---- checkpoints ---------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        folder = self.out_dir / "checkpoints" / f"step-{self.step:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        state = get_peft_model_state_dict(self.transformer, adapter_name=ADAPTER)
+        save_file(
+            {k: v.detach().float().contiguous().cpu() for k, v in state.items()}, str(folder / "lora.safetensors")
+        )
+        torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+        torch.save(self.generator.get_state(), folder / "generator.pt")
+        (folder / "state.json").write_text(
+            json.dumps({"step": self.step, "losses": self.losses, **asdict(self.config)})
+        )
+        return folder
+
+    def latest_checkpoint(self) -> Path | None:
+        folders = sorted((self.out_dir / "checkpoints").glob("step-*"))
+        return folders[-1] if folders else None
+
+    def resume(self) -> None:
+        folder = self.latest_checkpoint()
+        if folder is None or self.step:
+            return
+        state = json.loads((folder / "state.json").read_text())
+        weights = load_file(str(folder / "lora.safetensors"), device=str(self.device))
+        set_peft_model_state_dict(self.transformer, weights, adapter_name=ADAPTER)
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        self.generator.set_state(torch.load(folder / "generator.pt", weights_only=True))
+        self.step, self.losses = state["step"], state["losses"]
+
+    # ---- outputs --------------------------------------------------------------------------
+
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained LoRA in diffusers layout, alpha/rank folded into the up matrices."""
+        scale = (self.config.alpha or self.config.rank) / self.config.rank
+        state = get_peft_model_state_dict(self.transformer, adapter_name=ADAPTER)
+        result = {}
+        for key, tensor in state.items():
+            tensor = tensor.detach().float().cpu()
+            result[f"transformer.{key}"] = tensor * scale if ".lora_B." in key else tensor
+        return result
+
+    def save_lora(self, path: Path) -> tuple[Path, Path]:
+        """Write the LoRA in diffusers layout at `path`, and in ComfyUI's (BFL) layout beside it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = self.lora_state_dict()
+        metadata = {"format": "pt", "fluxedit": json.dumps({"steps": self.step, "rank": self.config.rank})}
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
+        comfyui = path.with_name(path.stem + "-comfyui.safetensors")
+        widths = {
+            name: module.out_features
+            for name, module in self.transformer.named_modules()
+            if hasattr(module, "out_features")
+        }
+        bfl = diffusers_lora_to_bfl(state, widths)
+        save_file({k: v.contiguous() for k, v in bfl.items()}, str(comfyui), metadata=metadata)
+        return path, comfyui
+
+    @torch.no_grad()
+    def validate(self) -> list[Path]:
+        """Edit each held-out pair's input with the LoRA as it is now; save the results."""
+        from PIL import Image
+
+        from ..engine.devices import Placement
+        from ..engine.engine import EditRequest, Engine
+        from ..engine.loading import LoadedModel
+        from ..schema import validated_settings
+
+        self.transformer.eval()
+        engine = Engine(LoadedModel(self.pipe, None, Placement(self.device, self.transformer.dtype, "gpu")))
+        folder = self.out_dir / "validation"
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = []
+        for pair in self.validation:
+            settings = validated_settings(prompt=pair.caption, num_inference_steps=20, seed=self.config.seed)
+            pixels = engine.generate(EditRequest(settings, [pair.start])).pixels[0]
+            path = folder / f"step-{self.step:06d}-{pair.name}.png"
+            Image.fromarray((pixels * 255).round().astype("uint8")).save(path)
+            saved.append(path)
+        self.transformer.train()
+        return saved
+
+
+def preferred_area_sizes(resolution: int) -> list[tuple[int, int]]:
+    """The bucket sizes a resolution gives (for documentation and tests)."""
+    return sorted({bucket_size(w, h, resolution) for w, h in PREFERRED_SIZES})
+
+
+def loss_drop(losses: list[float], window: int = 20) -> float:
+    """Mean loss of the last `window` steps over that of the first `window`: below 0.5 means halved."""
+    window = max(1, min(window, len(losses) // 2))
+    return (sum(losses[-window:]) / window) / (sum(losses[:window]) / window)
