@@ -130,3 +130,24 @@ def test_edit_with_loras_and_their_scales(photo, tmp_path):
     refused = fluxedit(*args, "--lora", str(sdxl), cwd=tmp_path)
     assert refused.returncode == 2
     assert "--lora" in refused.stderr and ("is not a FLUX LoRA" in refused.stderr or "does not fit" in refused.stderr)
+
+
+def test_train_writes_both_lora_layouts_and_reports_data_problems(tmp_path):
+    from PIL import ImageOps
+
+    data = tmp_path / "pairs"
+    data.mkdir()
+    for i in range(3):
+        pattern(128, 128, seed=i).save(data / f"p{i}_start.png")
+        ImageOps.invert(pattern(128, 128, seed=i)).save(data / f"p{i}_end.png")
+    result = fluxedit("train", str(data), "--out", "invert.safetensors", "--model", "tiny", "--steps", "4",
+                      "--resolution", "256", "--default-caption", "invert", "--checkpoint-every", "2",
+                      cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "invert.safetensors").is_file() and (tmp_path / "invert-comfyui.safetensors").is_file()
+    assert (tmp_path / "invert-training" / "checkpoints" / "step-000004").is_dir()
+    assert "4/4" in result.stderr and "loss" in result.stderr
+    (data / "p0_end.png").unlink()
+    broken = fluxedit("train", str(data), "--out", "x.safetensors", "--model", "tiny", cwd=tmp_path)
+    assert broken.returncode == 2
+    assert "p0_start.png: its pair p0_end.* is missing" in broken.stderr and "no caption" in broken.stderr
