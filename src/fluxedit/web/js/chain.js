@@ -23,9 +23,11 @@ export class EditChain {
   }
 
   // Mark a source made from step k's result, so the next run continues the chain from there.
-  resultSource(source, stepIndex) {
+  resultSource(source, stepIndex, selected = 0) {
+    if (this.steps[stepIndex]) this.steps[stepIndex].selected = selected; // the image the chain went on from
     source.fromStep = stepIndex;
     source.fromPrediction = this.steps[stepIndex]?.prediction?.id;
+    this.render();
     return source;
   }
 

@@ -212,7 +212,7 @@ function editResult(prediction, selected) {
   const label = `Result: ${shorten(prediction.input?.prompt ?? "earlier edit")}`;
   const source = sourceFromOutput(prediction.output[selected], prediction.width, prediction.height, label);
   const step = chain.indexOf(prediction.id);
-  if (step >= 0) chain.resultSource(source, step);
+  if (step >= 0) chain.resultSource(source, step, selected);
   picker.setMain(source);
   prompt.set("");
   $("prompt").focus();
@@ -228,7 +228,7 @@ function openStep(step, index) {
   picker.setRefs(step.refs);
   prompt.set(step.input.prompt);
   settings.load(step.input);
-  output.show(step.prediction, step.source.displayUrl);
+  output.show(step.prediction, step.source.displayUrl, step.selected);
 }
 
 // A history entry: its result, and its inputs back in the form so it can be re-run or changed.
