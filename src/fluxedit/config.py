@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_loras: int = 8
     """Adapters kept loaded on each worker's model, so switching between them needs no reload."""
 
+    training_slice_steps: int = 25
+    """Trainings run between predictions in slices of this many steps: a prediction waits at most one slice."""
+
     # The service
     host: str = "127.0.0.1"
     port: int = 8000

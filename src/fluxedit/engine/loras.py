@@ -42,6 +42,10 @@ class LoraManager:
         self.loaded: OrderedDict[str, str] = OrderedDict()  # adapter name -> path
         self.active: tuple[tuple[str, float], ...] = ()
 
+    def forget_active(self) -> None:
+        """Something else (a training) changed the model's adapters: set them again on the next edit."""
+        self.active = None
+
     def activate(self, specs: list[LoraSpec]) -> tuple[tuple[str, float], ...]:
         """Make exactly these adapters (with their scales) active; [] restores the base model."""
         names = [self._ensure_loaded(spec) for spec in specs]
@@ -50,7 +54,7 @@ class LoraManager:
             return wanted
         transformer = self.pipe.transformer
         if not names:
-            if self.loaded:
+            if getattr(transformer, "peft_config", None):  # inference adapters, or a training's between slices
                 self.pipe.disable_lora()
         else:
             self.pipe.enable_lora()
@@ -69,7 +73,7 @@ class LoraManager:
         self.loaded[name] = spec.path
         while len(self.loaded) > self.max_loaded:
             evicted, _ = self.loaded.popitem(last=False)
-            if any(evicted == active for active, _ in self.active):
+            if any(evicted == active for active, _ in self.active or ()):
                 self.active = ()  # it will be re-activated by name on the next call
             self.pipe.delete_adapters(evicted)
         return name

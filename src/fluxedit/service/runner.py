@@ -69,6 +69,7 @@ class Runner:
         batch_max: int = 1,
         batch_wait: float = 0.0,
         lora_resolver=None,
+        trainings=None,
     ):
         self.sessions = sessions
         self.files = files
@@ -83,6 +84,7 @@ class Runner:
         self.batch_max = batch_max  # images one batch may hold; 1 runs every prediction alone; 0: by device
         self.batch_wait = batch_wait  # seconds to hold a batch open for similar work
         self.lora_resolver = lora_resolver
+        self.trainings = trainings
         self.pool = None  # set by attach_pool: the pool calls back into the runner
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task | None = None
@@ -115,8 +117,12 @@ class Runner:
                 self._transition(prediction.id, QUEUED, log_line="re-queued: the server stopped while it ran")
         for prediction in unprepared:
             self._spawn(self._prepare(prediction.id))
+        if self.trainings is not None:
+            self.trainings.attach(self.pool, self._wake)
+            self.trainings.recover()
         self._refresh_queue_gauge()
         self._dispatcher = asyncio.create_task(self._dispatch_forever())
+        self._wake.set()
 
     async def stop(self, drain_timeout: float) -> None:
         """Drain: running work may finish for `drain_timeout` s, then it is cancelled and re-queued."""
@@ -288,6 +294,17 @@ class Runner:
                 if worker is None or not batch:
                     break
                 self._start(batch, worker)
+            self._dispatch_training()
+
+    def _dispatch_training(self) -> None:
+        """Give trainings a slice on the workers that predictions leave free."""
+        if self.trainings is None or self.draining:
+            return
+        while (worker := self.pool.free_worker()) is not None and not self._next_batch():
+            job = self.trainings.next_slice()
+            if job is None:
+                return
+            self.pool.submit_training(worker, job)
 
     def _next_batch(self) -> list[Prediction]:
         """The oldest ready prediction, with younger ones that can share its batch (same batch key)."""
@@ -387,7 +404,13 @@ class Runner:
             self.metrics.worker_restarts.inc()
             self._update_worker_gauge()
             for job_id in message[2]:
-                self._on_lost(job_id, message[1])
+                if job_id.startswith("training_"):
+                    self.trainings.on_worker_lost(job_id)
+                else:
+                    self._on_lost(job_id, message[1])
+            return
+        if kind.startswith("train_"):
+            self.trainings.on_worker_event(message)
             return
         prediction_id = message[1]
         if kind == "started":

@@ -17,6 +17,7 @@ from .loras import LoraResolver, LoraStore
 from .metrics import ServiceMetrics
 from .notify import PredictionWebhooks
 from .runner import Runner
+from .trainings import TrainingRunner
 from .webhooks import WebhookSender
 
 
@@ -33,6 +34,7 @@ class Services:
     sender: WebhookSender
     policy: UrlPolicy
     loras: LoraStore
+    trainings: TrainingRunner
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -45,6 +47,7 @@ class Services:
         metrics = ServiceMetrics()
         sender = WebhookSender(policy)
         loras = LoraStore(settings.data_dir / "loras", sessions, settings.lora_max_bytes, settings.lora_cache_bytes)
+        trainings = TrainingRunner(sessions, settings.data_dir / "trainings", loras, hub, settings.training_slice_steps)
         runner = Runner(
             sessions,
             files,
@@ -59,6 +62,7 @@ class Services:
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait,
             lora_resolver=LoraResolver(loras, policy, settings.lora_dirs, os.environ.get("HF_TOKEN")),
+            trainings=trainings,
         )
         pool = LocalWorkerPool(
             settings.engine_options(),
@@ -68,7 +72,7 @@ class Services:
             runner.on_worker_event,
         )
         runner.attach_pool(pool)
-        return cls(settings, sessions, files, keys, hub, metrics, runner, pool, sender, policy, loras)
+        return cls(settings, sessions, files, keys, hub, metrics, runner, pool, sender, policy, loras, trainings)
 
     async def start(self) -> None:
         await self.sender.start()

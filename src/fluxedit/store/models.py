@@ -125,3 +125,25 @@ class LoraSource(Base):
     source: Mapped[str] = mapped_column(Text, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64))
     fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Training(Base):
+    """A LoRA training job (POST /v1/trainings); its status changes only through the TrainingRunner."""
+
+    __tablename__ = "trainings"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    input: Mapped[dict] = mapped_column(JSON)
+    data_dir: Mapped[str] = mapped_column(Text)  # the extracted pairs
+    work_dir: Mapped[str] = mapped_column(Text)  # checkpoints, validation images, outputs
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    losses: Mapped[list] = mapped_column(JSON, default=list)
+    lora_name: Mapped[str] = mapped_column(String(100))
+    logs: Mapped[str] = mapped_column(Text, default="")
+    error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

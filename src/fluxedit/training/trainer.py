@@ -223,6 +223,20 @@ class Trainer:
         order = torch.randperm(count, generator=torch.Generator("cpu").manual_seed(self.config.seed * 7919 + epoch))
         return int(order[position])
 
+    def activate(self) -> None:
+        """Make this training's adapter the model's only active one (predictions may have run in between)."""
+        self.pipe.enable_lora()
+        self.transformer.set_adapter(ADAPTER)
+        for parameter in self.parameters:
+            parameter.requires_grad_(True)
+
+    def remove(self) -> None:
+        """Take the adapter off the model: it is the base model again (the LoRA lives on in its file)."""
+        self.transformer.eval()
+        self.transformer.delete_adapters(ADAPTER)
+        if self.transformer.is_gradient_checkpointing:
+            self.transformer.disable_gradient_checkpointing()
+
     # ---- checkpoints ---------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path:

@@ -50,11 +50,15 @@ class Worker:
         self.jobs: queue.Queue = queue.Queue()
         self.cancelled: set[str] = set()
         self.lock = threading.Lock()
+        self.trainers: dict[str, object] = {}  # trainings in progress, kept between their slices
 
     def serve(self) -> None:
         threading.Thread(target=self._read_control, daemon=True).start()
         while (job := self.jobs.get()) is not None:
-            self._run(job)
+            if isinstance(job, dict):
+                self._train(job)
+            else:
+                self._run(job)
 
     def _read_control(self) -> None:
         try:
@@ -64,6 +68,8 @@ class Worker:
                     self.jobs.put([message[1]])
                 elif message[0] == "run_batch":
                     self.jobs.put(message[1])
+                elif message[0] == "train":
+                    self.jobs.put(message[1])  # a dict, not a list: a training slice
                 elif message[0] == "cancel":
                     with self.lock:
                         self.cancelled.add(message[1])
@@ -120,6 +126,51 @@ class Worker:
         finally:
             with self.lock:
                 self.cancelled.difference_update(job["id"] for job in jobs)
+
+    def _train(self, job: dict) -> None:
+        """Run one slice of a training; the trainer stays in memory (and on disk, as checkpoints) between slices."""
+        from ..schema import EditCancelled
+        from ..training.dataset import load_pairs
+        from ..training.trainer import TrainConfig, Trainer
+
+        training_id = job["id"]
+        try:
+            trainer = self.trainers.get(training_id)
+            if trainer is None:
+                pairs = load_pairs(Path(job["data_dir"]), job["default_caption"], job["trigger_word"])
+                config = TrainConfig(**job["config"])
+                trainer = Trainer(self.engine.pipe, self.engine.device, pairs, config, Path(job["work_dir"]))
+                trainer.prepare()
+                self.trainers[training_id] = trainer
+            trainer.activate()
+            result = trainer.run(
+                progress=lambda p: self.conn.send(("train_progress", training_id, p.step, p.total, p.loss)),
+                should_stop=lambda: training_id in self.cancelled,
+                stop_after=job["stop_after"],
+                output=Path(job["work_dir"]) / "lora.safetensors",
+            )
+            summary = {"step": result.steps, "losses": result.losses, "lora_path": str(result.lora_path)}
+            if result.steps >= trainer.config.steps:
+                self._end_training(training_id)
+                self.conn.send(("train_done", training_id, summary))
+            else:
+                self.conn.send(("train_paused", training_id, summary))
+        except EditCancelled:
+            self._end_training(training_id)
+            self.conn.send(("train_cancelled", training_id))
+        except Exception as error:
+            traceback.print_exc()
+            self._end_training(training_id)
+            self.conn.send(("train_failed", training_id, f"{type(error).__name__}: {error}"))
+        finally:
+            self.engine.loras.forget_active()  # the next prediction sets its own adapters again
+            with self.lock:
+                self.cancelled.discard(training_id)
+
+    def _end_training(self, training_id: str) -> None:
+        trainer = self.trainers.pop(training_id, None)
+        if trainer is not None:
+            trainer.remove()
 
     def _requests(self, jobs: list) -> tuple[list, list]:
         """Decode each job's images; a job whose images are unusable fails alone."""

@@ -23,7 +23,17 @@ from .child import child_main
 from .protocol import Job
 
 log = logging.getLogger(__name__)
-RESTART_DELAYS = (0.0, 1.0, 5.0, 15.0, 60.0)  # after repeated crashes, wait longer before starting again
+RESTART_DELAYS = (0.0, 1.0, 5.0, 15.0, 60.0)
+# Messages after which a job no longer occupies its worker (a training slice pauses or ends).
+ENDS = (
+    "done",
+    "failed",
+    "cancelled",
+    "train_paused",
+    "train_done",
+    "train_failed",
+    "train_cancelled",
+)  # after repeated crashes, wait longer before starting again
 
 EventHandler = Callable[["WorkerHandle", tuple], None]
 
@@ -111,7 +121,7 @@ class LocalWorkerPool:
         elif kind == "load_failed":
             worker.state, worker.reason = "failed", message[1]
             log.error("%s could not load the model: %s", worker.name, message[1])
-        elif kind in ("done", "failed", "cancelled") and message[1] in worker.job_ids:
+        elif kind in ENDS and message[1] in worker.job_ids:
             worker.job_ids.remove(message[1])
             if not worker.job_ids:
                 worker.state = "ready"
@@ -145,6 +155,11 @@ class LocalWorkerPool:
         """Hand one job, or several of the same size and settings to run as one batch, to a ready worker."""
         worker.state, worker.job_ids = "busy", [job["id"] for job in jobs]
         worker.conn.send(("run", jobs[0]) if len(jobs) == 1 else ("run_batch", jobs))
+
+    def submit_training(self, worker: WorkerHandle, job: dict) -> None:
+        """Hand one slice of a training to a ready worker."""
+        worker.state, worker.job_ids = "busy", [job["id"]]
+        worker.conn.send(("train", job))
 
     def cancel(self, job_id: str) -> None:
         for worker in self.workers:

@@ -1,0 +1,240 @@
+"""LoRA trainings as jobs of the service. The TrainingRunner is the only code that changes their status.
+
+A training runs on the same workers as predictions, in slices of a few steps:
+the dispatcher hands out a slice only when no prediction is waiting, so a
+prediction waits at most one slice (`training_slice_steps`). Each slice ends
+with a checkpoint, so a worker crash or a restart loses at most one slice. The
+finished LoRA is registered under the training's name for its key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import shutil
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..schema import InputError, input_error_from
+from ..store.models import Training, utcnow
+from ..training.dataset import DatasetError, load_pairs
+from .events import EventHub
+from .keys import Caller
+from .loras import NAME, LoraStore
+
+log = logging.getLogger(__name__)
+QUEUED, PROCESSING, SUCCESS, ERROR, CANCELLED = "created", "processing", "success", "error", "cancelled"
+TERMINAL = frozenset({SUCCESS, ERROR, CANCELLED})
+
+
+class TrainingInput(BaseModel):
+    """What a training takes (the data itself comes as a zip beside it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="The name the LoRA is registered under (default: training-<id>).")
+    steps: int = Field(1000, ge=1, le=100_000)
+    learning_rate: float = Field(1e-4, gt=0, le=1)
+    rank: int = Field(16, ge=1, le=256)
+    alpha: float | None = Field(None, gt=0)
+    targets: str = Field("attention", pattern="^(attention|all)$")
+    resolution: int = Field(1024, ge=128, le=1024)
+    default_caption: str | None = None
+    trigger_word: str | None = None
+    caption_dropout: float = Field(0.05, ge=0, lt=1)
+    seed: int = Field(0, ge=0)
+
+
+def validated_training_input(fields: dict) -> TrainingInput:
+    try:
+        return TrainingInput(**fields)
+    except ValidationError as error:
+        problem = input_error_from(error)
+        raise InputError("input." + problem.field, problem.problem) from None
+
+
+class TrainingRunner:
+    def __init__(
+        self, sessions: sessionmaker[Session], folder: Path, loras: LoraStore, hub: EventHub, slice_steps: int
+    ):
+        self.sessions = sessions
+        self.folder = folder
+        self.loras = loras
+        self.hub = hub
+        self.slice_steps = slice_steps
+        self.pool = None
+        self.wake = None  # the prediction runner's dispatcher wake-up
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def attach(self, pool, wake) -> None:
+        self.pool, self.wake = pool, wake
+
+    def recover(self) -> None:
+        """A training that was running when the server stopped resumes from its last checkpoint."""
+        with self.sessions() as session:
+            running = [t.id for t in session.scalars(select(Training).where(Training.status == PROCESSING))]
+        for training_id in running:
+            self._transition(training_id, QUEUED, log_line="re-queued: the server stopped while it trained")
+
+    # ---- creation ---------------------------------------------------------------------
+
+    def create(self, caller: Caller, training_input: TrainingInput, zip_path: Path) -> Training:
+        training_id = "training_" + secrets.token_hex(8)
+        name = training_input.name or training_id.replace("_", "-")
+        if not NAME.match(name):
+            raise InputError("input.name", "must be 1-100 letters, digits, '.', '_' or '-'")
+        if self.loras.find(caller, name) is not None:
+            raise InputError("input.name", f"a LoRA named {name!r} exists already")
+        data_dir = self.folder / training_id / "data"
+        data_dir.mkdir(parents=True)
+        try:
+            _unzip(zip_path, data_dir)
+            pairs = load_pairs(data_dir, training_input.default_caption, training_input.trigger_word)
+        except (DatasetError, zipfile.BadZipFile) as error:
+            shutil.rmtree(self.folder / training_id, ignore_errors=True)
+            problems = error.problems if isinstance(error, DatasetError) else [f"data: not a zip file ({error})"]
+            raise InputError("data", "; ".join(problems)) from None
+        training = Training(
+            id=training_id,
+            owner_key_id=caller.key_id,
+            status=QUEUED,
+            input=training_input.model_dump(mode="json"),
+            data_dir=str(data_dir),
+            work_dir=str(self.folder / training_id / "work"),
+            step=0,
+            losses=[],
+            lora_name=name,
+            logs=f"{_stamp()} {len(pairs)} pairs\n",
+        )
+        with self.sessions.begin() as session:
+            session.add(training)
+        self.wake.set()
+        return training
+
+    def get(self, training_id: str) -> Training | None:
+        with self.sessions() as session:
+            return session.get(Training, training_id)
+
+    def list(self, caller: Caller, limit: int = 50) -> list[Training]:
+        with self.sessions() as session:
+            query = (
+                select(Training)
+                .where(Training.owner_key_id == caller.key_id)
+                .order_by(Training.created_at.desc())
+                .limit(limit)
+            )
+            return list(session.scalars(query))
+
+    def cancel(self, training_id: str) -> None:
+        training = self.get(training_id)
+        if training is None or training.status in TERMINAL:
+            return
+        if training_id in self.pool.busy_job_ids():
+            self.pool.cancel(training_id)  # the worker ends the slice at the next step
+        self._transition(training_id, CANCELLED, completed_at=utcnow(), log_line="cancelled")
+
+    # ---- dispatching (asked by the prediction runner when no prediction waits) ------------
+
+    def next_slice(self) -> dict | None:
+        busy = set(self.pool.busy_job_ids())
+        with self.sessions() as session:
+            training = session.scalars(
+                select(Training).where(Training.status.in_([QUEUED, PROCESSING])).order_by(Training.created_at)
+            ).first()
+        if training is None or training.id in busy:
+            return None
+        if training.status == QUEUED:
+            self._transition(training.id, PROCESSING, started_at=training.started_at or utcnow(), log_line="training")
+        settings = dict(training.input)
+        settings.pop("name", None)
+        caption, trigger = settings.pop("default_caption"), settings.pop("trigger_word")
+        return {
+            "id": training.id,
+            "data_dir": training.data_dir,
+            "work_dir": training.work_dir,
+            "default_caption": caption,
+            "trigger_word": trigger,
+            "config": {**settings, "checkpoint_every": self.slice_steps},
+            "stop_after": min(training.step + self.slice_steps, training.input["steps"]),
+        }
+
+    # ---- worker events ---------------------------------------------------------------------
+
+    def on_worker_event(self, message: tuple) -> None:
+        kind, training_id = message[0], message[1]
+        if kind == "train_progress":
+            _, _, step, total, loss = message
+            self.hub.publish(training_id, {"type": "progress", "step": step, "total": total, "loss": loss})
+        elif kind == "train_paused":
+            self._record(training_id, message[2])
+        elif kind == "train_done":
+            asyncio.get_running_loop().create_task(self._finish(training_id, message[2]))
+        elif kind == "train_cancelled":  # by a drain (a user's cancel has already ended it)
+            self._transition(training_id, QUEUED, log_line="paused: the server is stopping")
+        elif kind == "train_failed":
+            self._transition(training_id, ERROR, error_code="TRAINING_ERROR", error_message=message[2],
+                             completed_at=utcnow(), log_line=message[2])  # fmt: skip
+        self.wake.set()
+
+    def on_worker_lost(self, training_id: str) -> None:
+        self._transition(training_id, QUEUED, log_line="the worker stopped; resuming from the last checkpoint")
+
+    def _record(self, training_id: str, result: dict) -> None:
+        with self.sessions.begin() as session:
+            training = session.get(Training, training_id)
+            if training is not None and training.status == PROCESSING:
+                training.step, training.losses = result["step"], result["losses"]
+
+    async def _finish(self, training_id: str, result: dict) -> None:
+        self._record(training_id, result)
+        training = self.get(training_id)
+        if training is None or training.status != PROCESSING:
+            return
+        lora = Path(result["lora_path"])
+        staged = lora.with_suffix(".staged")
+        shutil.copyfile(lora, staged)
+        sha256, size = await asyncio.to_thread(self.loras.add, staged, "lora", True)
+        self.loras.register(Caller(training.owner_key_id, ""), training.lora_name, sha256, size)
+        self._transition(
+            training_id, SUCCESS, completed_at=utcnow(),
+            log_line=f"done: {result['step']} steps; registered as LoRA {training.lora_name!r}",
+        )  # fmt: skip
+
+    # ---- the one place a training's status changes ------------------------------------------
+
+    def _transition(self, training_id: str, status: str, *, log_line: str | None = None, **fields) -> None:
+        with self.sessions.begin() as session:
+            training = session.get(Training, training_id)
+            if training is None or training.status in TERMINAL:
+                return
+            training.status = status
+            for name, value in fields.items():
+                setattr(training, name, value)
+            if log_line:
+                training.logs += f"{_stamp()} {log_line}\n"
+        self.hub.publish(training_id, {"type": "status", "status": status})
+        if status in TERMINAL:
+            self.hub.finish(training_id)
+
+
+def _unzip(archive: Path, target: Path) -> None:
+    with zipfile.ZipFile(archive) as zipped:
+        for member in zipped.infolist():
+            if not (target / member.filename).resolve().is_relative_to(target.resolve()):
+                raise zipfile.BadZipFile(f"{member.filename} points outside the archive")
+        zipped.extractall(target)
+    children = [p for p in target.iterdir() if not p.name.startswith(("__MACOSX", "."))]
+    if len(children) == 1 and children[0].is_dir():  # a zip of one folder: its content is the data
+        for item in children[0].iterdir():
+            item.rename(target / item.name)
+        children[0].rmdir()
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S")
