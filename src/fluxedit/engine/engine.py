@@ -140,6 +140,14 @@ class Engine:
         generate_time = (time.perf_counter() - started) / len(requests)
         return [self._encode(r, g, generate_time) for r, g in zip(requests, generations, strict=True)]
 
+    def warm_up(self) -> list[str]:
+        """On a GPU, build and compile the `high` level's transformer now, so no user waits for it."""
+        if self.device.type != "cuda":
+            return []
+        grey = DecodedImage(Image.new("RGB", (1024, 1024), (128, 128, 128)), OutputFormat.png)
+        settings = EditSettings(prompt="warm-up", num_inference_steps=2, seed=0, acceleration="high")
+        return self.generate(EditRequest(settings, [grey])).logs
+
     def _encode(self, request: EditRequest, generation: Generation, generate_time: float) -> EditResult:
         settings = request.settings
         started = time.perf_counter()

@@ -31,7 +31,12 @@ def child_main(
         conn.send(("load_failed", _describe(error)))
         return
     placement = engine.model.placement
-    conn.send(("ready", {"device": str(placement.device), "memory_mode": placement.memory_mode}))
+    try:
+        notes = engine.warm_up()  # compiles the `high` level's blocks on a GPU; nothing on a CPU
+    except Exception as error:  # a failed warm-up only costs the first `high` request its compile time
+        notes = [f"warm-up failed: {type(error).__name__}: {error}"]
+    info = {"device": str(placement.device), "memory_mode": placement.memory_mode, "attention": engine.attention}
+    conn.send(("ready", info | ({"notes": notes} if notes else {})))
     Worker(conn, engine).serve()
 
 
