@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     """0 switches step caching off (every level then computes every step); empty: each level's default."""
     attention: str = "auto"
     """Attention kernel: auto (FlashAttention 3, SageAttention or FlashAttention 2 when installed), native, ..."""
+    text_encoder_device: str = "auto"
+    """cpu keeps T5-XXL in CPU memory (9.5 GB less GPU memory, slower prompt encoding); auto places it
+    with the rest."""
     safety_model: str | None = None
     """An image-classification model (hub id or folder) that flags NSFW outputs; none by default."""
 
@@ -81,6 +84,7 @@ class Settings(BaseSettings):
             "device": self.device,
             "dtype": self.dtype,
             "memory_mode": self.memory,
+            "text_encoder_device": self.text_encoder_device,
         }
 
     def speed_options(self) -> dict:
