@@ -270,7 +270,7 @@ class LoraResolver:
                     raise InputError(field, f"{repo} holds {len(files)} .safetensors files: name one (owner/repo/file)")
                 filename = files[0]
             return Path(hf_hub_download(repo, filename, token=self.hub_token))
-        except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
             raise InputDownloadError(
                 field, f"could not download {repo}/{filename or ''} from the hub ({error})"
             ) from None

@@ -269,7 +269,15 @@ class Runner:
         except InputError as error:
             self._fail(prediction_id, "INPUT_VALIDATION_ERROR", str(error))
             return
+        except Exception as error:  # anything unexpected still ends the prediction, never strands it
+            log.exception("preparing %s failed", prediction_id)
+            reason = f"preparing the inputs failed: {type(error).__name__}: {error}"
+            self._fail(prediction_id, "EXECUTION_ERROR", reason)
+            return
         main = self.files.get(file_ids[0])
+        if main is None:
+            self._fail(prediction_id, "INPUT_VALIDATION_ERROR", "input.image_url: the file was deleted before it ran")
+            return
         with self.sessions.begin() as session:
             row = session.get(Prediction, prediction_id)
             if row.status != QUEUED:
@@ -286,15 +294,23 @@ class Runner:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self.pool.free_worker() is not None and (batch := self._next_batch()):
-                if self.batch_wait > 0 and self._images(batch) < self._batch_limit():
-                    await asyncio.sleep(self.batch_wait)  # let similar work arrive to share the batch
-                    batch = self._next_batch()
-                worker = self.pool.free_worker()
-                if worker is None or not batch:
-                    break
-                self._start(batch, worker)
-            self._dispatch_training()
+            try:
+                await self._dispatch_once()
+            except Exception:  # never let one bad row stop all dispatching
+                log.exception("dispatching failed; trying again on the next wake-up")
+                await asyncio.sleep(0.5)
+                self._wake.set()
+
+    async def _dispatch_once(self) -> None:
+        while self.pool.free_worker() is not None and (batch := self._next_batch()):
+            if self.batch_wait > 0 and self._images(batch) < self._batch_limit():
+                await asyncio.sleep(self.batch_wait)  # let similar work arrive to share the batch
+                batch = self._next_batch()
+            worker = self.pool.free_worker()
+            if worker is None or not batch:
+                break
+            self._start(batch, worker)
+        self._dispatch_training()
 
     def _dispatch_training(self) -> None:
         """Give trainings a slice on the workers that predictions leave free."""
@@ -335,6 +351,8 @@ class Runner:
         references = []
         for file_id in prediction.input_files:
             record = self.files.get(file_id)
+            if record is None:
+                return (prediction.id,)  # an input deleted while queued: it runs alone (and fails clearly)
             references.append(nearest_preferred_size(record.width, record.height))
         return (
             prediction.width,
@@ -427,6 +445,12 @@ class Runner:
         self._wake.set()
 
     def _on_lost(self, prediction_id: str, exit_code) -> None:
+        if prediction_id in self._timed_out:  # killed because it ignored the timeout's cancel
+            self._on_cancelled(prediction_id)
+            return
+        if prediction_id in self._cancel_requested:  # killed because it ignored a user's cancel
+            self._on_cancelled(prediction_id)
+            return
         if self.draining:
             self._transition(prediction_id, QUEUED, log_line="re-queued: the server is stopping")
             return
@@ -451,6 +475,13 @@ class Runner:
             self._transition(prediction_id, CANCELLED, completed_at=utcnow(), log_line="cancelled while running")
 
     async def _finish(self, prediction_id: str, result: dict) -> None:
+        try:
+            await self._store_result(prediction_id, result)
+        except Exception as error:  # e.g. a full disk: the prediction still ends, with the reason
+            log.exception("storing the result of %s failed", prediction_id)
+            self._fail(prediction_id, "EXECUTION_ERROR", f"storing the result failed: {type(error).__name__}: {error}")
+
+    async def _store_result(self, prediction_id: str, result: dict) -> None:
         prediction = self.get(prediction_id)
         flags = result["has_nsfw_concepts"]
         logs = list(result["logs"])

@@ -70,6 +70,8 @@ class TrainingRunner:
         self.slice_steps = slice_steps
         self.pool = None
         self.wake = None  # the prediction runner's dispatcher wake-up
+        self._finishing: set[str] = set()  # done on the worker, being registered: not to be handed out again
+        self._tasks: set[asyncio.Task] = set()
         folder.mkdir(parents=True, exist_ok=True)
 
     def attach(self, pool, wake) -> None:
@@ -89,8 +91,8 @@ class TrainingRunner:
         name = training_input.name or training_id.replace("_", "-")
         if not NAME.match(name):
             raise InputError("input.name", "must be 1-100 letters, digits, '.', '_' or '-'")
-        if self.loras.find(caller, name) is not None:
-            raise InputError("input.name", f"a LoRA named {name!r} exists already")
+        if self.loras.find(caller, name) is not None or self._pending_name(caller, name):
+            raise InputError("input.name", f"a LoRA named {name!r} exists already (or a training will make one)")
         data_dir = self.folder / training_id / "data"
         data_dir.mkdir(parents=True)
         try:
@@ -116,6 +118,13 @@ class TrainingRunner:
             session.add(training)
         self.wake.set()
         return training
+
+    def _pending_name(self, caller: Caller, name: str) -> bool:
+        with self.sessions() as session:
+            query = select(Training.id).where(
+                Training.owner_key_id == caller.key_id, Training.lora_name == name, Training.status.not_in(TERMINAL)
+            )
+            return session.scalars(query).first() is not None
 
     def get(self, training_id: str) -> Training | None:
         with self.sessions() as session:
@@ -147,7 +156,7 @@ class TrainingRunner:
             training = session.scalars(
                 select(Training).where(Training.status.in_([QUEUED, PROCESSING])).order_by(Training.created_at)
             ).first()
-        if training is None or training.id in busy:
+        if training is None or training.id in busy or training.id in self._finishing:
             return None
         if training.status == QUEUED:
             self._transition(training.id, PROCESSING, started_at=training.started_at or utcnow(), log_line="training")
@@ -156,6 +165,7 @@ class TrainingRunner:
         caption, trigger = settings.pop("default_caption"), settings.pop("trigger_word")
         return {
             "id": training.id,
+            "step": training.step,
             "data_dir": training.data_dir,
             "work_dir": training.work_dir,
             "default_caption": caption,
@@ -174,7 +184,10 @@ class TrainingRunner:
         elif kind == "train_paused":
             self._record(training_id, message[2])
         elif kind == "train_done":
-            asyncio.get_running_loop().create_task(self._finish(training_id, message[2]))
+            self._finishing.add(training_id)
+            task = asyncio.get_running_loop().create_task(self._finish(training_id, message[2]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif kind == "train_cancelled":  # by a drain (a user's cancel has already ended it)
             self._transition(training_id, QUEUED, log_line="paused: the server is stopping")
         elif kind == "train_failed":
@@ -192,6 +205,16 @@ class TrainingRunner:
                 training.step, training.losses = result["step"], result["losses"]
 
     async def _finish(self, training_id: str, result: dict) -> None:
+        try:
+            await self._register(training_id, result)
+        except Exception as error:  # the training still ends, with the reason
+            log.exception("registering the LoRA of %s failed", training_id)
+            self._transition(training_id, ERROR, error_code="TRAINING_ERROR", completed_at=utcnow(),
+                             error_message=f"registering the LoRA failed: {error}", log_line=str(error))  # fmt: skip
+        finally:
+            self._finishing.discard(training_id)
+
+    async def _register(self, training_id: str, result: dict) -> None:
         self._record(training_id, result)
         training = self.get(training_id)
         if training is None or training.status != PROCESSING:

@@ -139,6 +139,10 @@ class Worker:
         from ..training.trainer import TrainConfig, Trainer
 
         training_id = job["id"]
+        for other in [t for t in self.trainers if t != training_id]:
+            self._end_training(other)  # one training's adapter on the model at a time; the rest is on disk
+        if training_id in self.trainers and self.trainers[training_id].step != job["step"]:
+            self._end_training(training_id)  # another worker trained it meanwhile: resume from its checkpoint
         try:
             trainer = self.trainers.get(training_id)
             if trainer is None:

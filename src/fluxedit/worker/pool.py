@@ -123,7 +123,9 @@ class LocalWorkerPool:
             log.error("%s could not load the model: %s", worker.name, message[1])
         elif kind in ENDS and message[1] in worker.job_ids:
             worker.job_ids.remove(message[1])
-            if not worker.job_ids:
+            if kind == "failed" and message[2] == "OUT_OF_MEMORY":
+                worker.state = "stopping"  # it exits to free the GPU; take no work until it is back
+            elif not worker.job_ids and worker.state == "busy":
                 worker.state = "ready"
         elif kind == "died":
             self._on_death(worker, message)
@@ -154,12 +156,14 @@ class LocalWorkerPool:
     def submit(self, worker: WorkerHandle, jobs: list[Job]) -> None:
         """Hand one job, or several of the same size and settings to run as one batch, to a ready worker."""
         worker.state, worker.job_ids = "busy", [job["id"] for job in jobs]
-        worker.conn.send(("run", jobs[0]) if len(jobs) == 1 else ("run_batch", jobs))
+        with contextlib.suppress(OSError):  # a child that just died: its death event fails these jobs
+            worker.conn.send(("run", jobs[0]) if len(jobs) == 1 else ("run_batch", jobs))
 
     def submit_training(self, worker: WorkerHandle, job: dict) -> None:
         """Hand one slice of a training to a ready worker."""
         worker.state, worker.job_ids = "busy", [job["id"]]
-        worker.conn.send(("train", job))
+        with contextlib.suppress(OSError):
+            worker.conn.send(("train", job))
 
     def cancel(self, job_id: str) -> None:
         for worker in self.workers:
