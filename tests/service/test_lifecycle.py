@@ -98,3 +98,32 @@ def test_a_prediction_that_runs_too_long_fails_with_execution_timeout(tmp_path):
         prediction = wait_done(client, create(client, image_url=upload(client, PHOTO)["id"], num_inference_steps=50))
         assert prediction["status"] == "error"
         assert prediction["output"] == {"error_code": "EXECUTION_TIMEOUT", "error_message": "it ran longer than 1 s"}
+
+
+def test_when_no_worker_can_load_the_model_nothing_stays_queued(tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    server = Server(tmp_path / "data", env=env)
+    server.extra = ("--model", "black-forest-labs/FLUX.1-Kontext-dev")
+    server.start(wait_ready=False)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(server.url + "/health", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.1)
+        with server.client() as client:
+            photo = upload(client, PHOTO)["id"]
+            response = client.post("/v1/prediction", json={"input": {"prompt": "x", "image_url": photo}})
+            if response.status_code == 503:  # the worker had already failed: creation says why
+                assert "no worker can run predictions" in response.json()["error"]
+            else:
+                prediction = wait_done(client, response.json()["predictionID"])
+                assert prediction["output"]["error_code"] == "MODEL_UNAVAILABLE"
+                assert "not in the local Hugging Face cache" in prediction["output"]["error_message"]
+            health = httpx.get(server.url + "/health")
+            assert health.status_code == 503 and health.json()["status"] == "failed"
+    finally:
+        server.stop()

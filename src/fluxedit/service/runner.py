@@ -416,6 +416,8 @@ class Runner:
         kind = message[0]
         if kind in ("ready", "load_failed"):
             self._update_worker_gauge()
+            if kind == "load_failed" and all(w.state == "failed" for w in self.pool.workers):
+                self._fail_queued(f"no worker can load the model: {message[1]}")
             self._wake.set()
             return
         if kind == "died":
@@ -443,6 +445,13 @@ class Runner:
         elif kind == "cancelled":
             self._on_cancelled(prediction_id)
         self._wake.set()
+
+    def _fail_queued(self, reason: str) -> None:
+        """Nothing will ever run what waits: end it now, with the reason, rather than leave it queued."""
+        with self.sessions() as session:
+            waiting = list(session.scalars(select(Prediction.id).where(Prediction.status == QUEUED)))
+        for prediction_id in waiting:
+            self._fail(prediction_id, "MODEL_UNAVAILABLE", reason)
 
     def _on_lost(self, prediction_id: str, exit_code) -> None:
         if prediction_id in self._timed_out:  # killed because it ignored the timeout's cancel

@@ -31,6 +31,7 @@ from .loras import NAME, LoraStore
 log = logging.getLogger(__name__)
 QUEUED, PROCESSING, SUCCESS, ERROR, CANCELLED = "created", "processing", "success", "error", "cancelled"
 TERMINAL = frozenset({SUCCESS, ERROR, CANCELLED})
+MAX_CRASHES = 3  # a training that kills its worker this often is failed, not retried for ever
 
 
 class TrainingInput(BaseModel):
@@ -111,6 +112,7 @@ class TrainingRunner:
             work_dir=str(self.folder / training_id / "work"),
             step=0,
             losses=[],
+            crashes=0,
             lora_name=name,
             logs=f"{_stamp()} {len(pairs)} pairs\n",
         )
@@ -196,7 +198,22 @@ class TrainingRunner:
         self.wake.set()
 
     def on_worker_lost(self, training_id: str) -> None:
-        self._transition(training_id, QUEUED, log_line="the worker stopped; resuming from the last checkpoint")
+        training = self.get(training_id)
+        if training is None:
+            return
+        if training.crashes + 1 >= MAX_CRASHES:
+            self._transition(
+                training_id,
+                ERROR,
+                error_code="WORKER_LOST",
+                error_message=f"the worker stopped {MAX_CRASHES} times while training; not tried again",
+                completed_at=utcnow(),
+                crashes=training.crashes + 1,
+                log_line="the worker stopped again; giving up",
+            )
+            return
+        self._transition(training_id, QUEUED, crashes=training.crashes + 1,
+                         log_line="the worker stopped; resuming from the last checkpoint")  # fmt: skip
 
     def _record(self, training_id: str, result: dict) -> None:
         with self.sessions.begin() as session:

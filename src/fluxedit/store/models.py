@@ -140,6 +140,7 @@ class Training(Base):
     work_dir: Mapped[str] = mapped_column(Text)  # checkpoints, validation images, outputs
     step: Mapped[int] = mapped_column(Integer, default=0)
     losses: Mapped[list] = mapped_column(JSON, default=list)
+    crashes: Mapped[int] = mapped_column(Integer, default=0)  # workers lost while it trained
     lora_name: Mapped[str] = mapped_column(String(100))
     logs: Mapped[str] = mapped_column(Text, default="")
     error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)

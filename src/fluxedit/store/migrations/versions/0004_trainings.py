@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("work_dir", sa.Text(), nullable=False),
         sa.Column("step", sa.Integer(), nullable=False),
         sa.Column("losses", sa.JSON(), nullable=False),
+        sa.Column("crashes", sa.Integer(), nullable=False),
         sa.Column("lora_name", sa.String(length=100), nullable=False),
         sa.Column("logs", sa.Text(), nullable=False),
         sa.Column("error_code", sa.String(length=40), nullable=True),
