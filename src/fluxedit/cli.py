@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -189,20 +190,12 @@ def _resolve_lora(where: str, field: str) -> str:
     path = Path(where).expanduser()
     if path.is_file():
         return str(path)
-    from .service.loras import HUB_REF
+    from .service.loras import HUB_REF, download_hub_lora
 
     match = HUB_REF.match(where)
     if match is None:
         raise InputError(field, "no such file, and not a Hugging Face reference (owner/repo/file.safetensors)")
-    from huggingface_hub import HfApi, hf_hub_download
-
-    filename = match.group("file")
-    if filename is None:
-        files = [f for f in HfApi().list_repo_files(match.group("repo")) if f.endswith(".safetensors")]
-        if len(files) != 1:
-            raise InputError(field, f"the repo holds {len(files)} .safetensors files: name one")
-        filename = files[0]
-    return hf_hub_download(match.group("repo"), filename)
+    return str(download_hub_lora(match.group("repo"), match.group("file"), os.environ.get("HF_TOKEN"), field))
 
 
 def _run_edit(config: Settings, settings, images, loras=()):

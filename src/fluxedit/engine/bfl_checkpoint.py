@@ -57,7 +57,8 @@ _SINGLE_NORMS = [
 _SWAPPED = ("final_layer.adaLN_modulation.1", "norm_out.linear")
 
 
-def _block_count(keys, prefix: str) -> int:
+def block_count(keys, prefix: str) -> int:
+    """How many numbered blocks (`prefix`N.) the keys name."""
     indices = {int(k.split(".")[1]) for k in keys if k.startswith(prefix)}
     return max(indices) + 1 if indices else 0
 
@@ -92,8 +93,8 @@ def bfl_to_diffusers(checkpoint: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     if "img_in.weight" not in source:
         raise ValueError("not a FLUX transformer checkpoint in BFL layout (no img_in.weight)")
     inner = source["img_in.weight"].shape[0]
-    num_double = _block_count(source, "double_blocks.")
-    num_single = _block_count(source, "single_blocks.")
+    num_double = block_count(source, "double_blocks.")
+    num_single = block_count(source, "single_blocks.")
     result: dict[str, torch.Tensor] = {}
     for bfl_stem, diffusers_stems in key_table(num_double, num_single):
         for bfl_suffix, diffusers_suffix in _expand(bfl_stem):
@@ -118,8 +119,8 @@ def bfl_to_diffusers(checkpoint: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 def diffusers_to_bfl(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Convert a diffusers FluxTransformer2DModel state dict to BFL's single-file layout."""
     source = dict(state_dict)
-    num_double = _block_count(source, "transformer_blocks.")
-    num_single = _block_count(source, "single_transformer_blocks.")
+    num_double = block_count(source, "transformer_blocks.")
+    num_single = block_count(source, "single_transformer_blocks.")
     result: dict[str, torch.Tensor] = {}
     for bfl_stem, diffusers_stems in key_table(num_double, num_single):
         for bfl_suffix, diffusers_suffix in _expand(bfl_stem):

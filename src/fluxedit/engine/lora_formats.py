@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .bfl_checkpoint import key_table
+from .bfl_checkpoint import block_count, key_table
 
 BFL_PREFIXES = ("base_model.model.", "model.diffusion_model.", "diffusion_model.", "transformer.")
 BFL_MARKERS = ("double_blocks.", "single_blocks.")
@@ -48,8 +48,8 @@ def bfl_lora_to_diffusers(state_dict: dict[str, torch.Tensor], inner_dim: int) -
             alphas[key.removesuffix(".alpha")] = float(tensor)
         else:
             source[key] = tensor
-    num_double = _count(source, "double_blocks.")
-    num_single = _count(source, "single_blocks.")
+    num_double = block_count(source, "double_blocks.")
+    num_single = block_count(source, "single_blocks.")
     converted: dict[str, torch.Tensor] = {}
     for bfl_stem, diffusers_stems in key_table(num_double, num_single):
         for down_suffix, up_suffix in _PAIRS:
@@ -70,11 +70,6 @@ def bfl_lora_to_diffusers(state_dict: dict[str, torch.Tensor], inner_dim: int) -
     return converted
 
 
-def _count(keys, prefix: str) -> int:
-    indices = {int(k.split(".")[1]) for k in keys if k.startswith(prefix)}
-    return max(indices) + 1 if indices else 0
-
-
 def diffusers_lora_to_bfl(state_dict: dict[str, torch.Tensor], out_features: dict[str, int]) -> dict[str, torch.Tensor]:
     """diffusers-layout LoRA -> BFL layout with ComfyUI's `diffusion_model.` prefix, exactly.
 
@@ -83,8 +78,8 @@ def diffusers_lora_to_bfl(state_dict: dict[str, torch.Tensor], out_features: dic
     part without a LoRA gets zero rows of its width, from `out_features`).
     """
     source = {k.removeprefix("transformer."): v for k, v in state_dict.items()}
-    num_double = _count_diffusers(source, "transformer_blocks.")
-    num_single = _count_diffusers(source, "single_transformer_blocks.")
+    num_double = block_count(source, "transformer_blocks.")
+    num_single = block_count(source, "single_transformer_blocks.")
     converted: dict[str, torch.Tensor] = {}
     for bfl_stem, diffusers_stems in key_table(num_double, num_single):
         present = [stem for stem in diffusers_stems if f"{stem}.lora_A.weight" in source]
@@ -109,8 +104,3 @@ def diffusers_lora_to_bfl(state_dict: dict[str, torch.Tensor], out_features: dic
     if leftover:
         raise ValueError(f"LoRA keys with no place in BFL's layout: {leftover[:3]}")
     return converted
-
-
-def _count_diffusers(keys, prefix: str) -> int:
-    indices = {int(k.split(".")[1]) for k in keys if k.startswith(prefix)}
-    return max(indices) + 1 if indices else 0

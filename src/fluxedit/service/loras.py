@@ -247,7 +247,9 @@ class LoraResolver:
         if sha256 is not None:
             return sha256
         match = HUB_REF.match(ref)
-        path = await asyncio.to_thread(self._hub_download, match.group("repo"), match.group("file"), field)
+        path = await asyncio.to_thread(
+            download_hub_lora, match.group("repo"), match.group("file"), self.hub_token, field
+        )
         temporary, sink = self.store.temporary()
         with sink, path.open("rb") as source_file:
             while chunk := source_file.read(1 << 20):
@@ -259,21 +261,21 @@ class LoraResolver:
         self.store.remember(source, sha256)
         return sha256
 
-    def _hub_download(self, repo: str, filename: str | None, field: str) -> Path:
-        from huggingface_hub import HfApi, hf_hub_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-        try:
-            if filename is None:
-                files = [f for f in HfApi(token=self.hub_token).list_repo_files(repo) if f.endswith(".safetensors")]
-                if len(files) != 1:
-                    raise InputError(field, f"{repo} holds {len(files)} .safetensors files: name one (owner/repo/file)")
-                filename = files[0]
-            return Path(hf_hub_download(repo, filename, token=self.hub_token))
-        except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
-            raise InputDownloadError(
-                field, f"could not download {repo}/{filename or ''} from the hub ({error})"
-            ) from None
+def download_hub_lora(repo: str, filename: str | None, token: str | None, field: str) -> Path:
+    """A LoRA file from the Hugging Face hub (its own cache); without a file name, the repo's only .safetensors."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        if filename is None:
+            files = [f for f in HfApi(token=token).list_repo_files(repo) if f.endswith(".safetensors")]
+            if len(files) != 1:
+                raise InputError(field, f"{repo} holds {len(files)} .safetensors files: name one (owner/repo/file)")
+            filename = files[0]
+        return Path(hf_hub_download(repo, filename, token=token))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
+        raise InputDownloadError(field, f"could not download {repo}/{filename or ''} from the hub ({error})") from None
 
 
 def _digest(path: Path) -> str:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..schema import InputError, input_error_from
 from ..store.models import Training, utcnow
-from ..training.dataset import DatasetError, load_pairs
+from ..training.dataset import DatasetError, extract_zip, load_pairs
 from .events import EventHub
 from .keys import Caller
 from .loras import NAME, LoraStore
@@ -94,10 +94,10 @@ class TrainingRunner:
             raise InputError("input.name", "must be 1-100 letters, digits, '.', '_' or '-'")
         if self.loras.find(caller, name) is not None or self._pending_name(caller, name):
             raise InputError("input.name", f"a LoRA named {name!r} exists already (or a training will make one)")
-        data_dir = self.folder / training_id / "data"
-        data_dir.mkdir(parents=True)
+        unpacked = self.folder / training_id / "data"
+        unpacked.mkdir(parents=True)
         try:
-            _unzip(zip_path, data_dir)
+            data_dir = extract_zip(zip_path, unpacked)
             pairs = load_pairs(data_dir, training_input.default_caption, training_input.trigger_word)
         except (DatasetError, zipfile.BadZipFile) as error:
             shutil.rmtree(self.folder / training_id, ignore_errors=True)
@@ -261,19 +261,6 @@ class TrainingRunner:
         self.hub.publish(training_id, {"type": "status", "status": status})
         if status in TERMINAL:
             self.hub.finish(training_id)
-
-
-def _unzip(archive: Path, target: Path) -> None:
-    with zipfile.ZipFile(archive) as zipped:
-        for member in zipped.infolist():
-            if not (target / member.filename).resolve().is_relative_to(target.resolve()):
-                raise zipfile.BadZipFile(f"{member.filename} points outside the archive")
-        zipped.extractall(target)
-    children = [p for p in target.iterdir() if not p.name.startswith(("__MACOSX", "."))]
-    if len(children) == 1 and children[0].is_dir():  # a zip of one folder: its content is the data
-        for item in children[0].iterdir():
-            item.rename(target / item.name)
-        children[0].rmdir()
 
 
 def _stamp() -> str:

@@ -42,9 +42,7 @@ def load_pairs(source: Path, default_caption: str | None = None, trigger_word: s
         raise DatasetError([f"{source}: no such file or folder"])
     if source.suffix == ".zip":
         with tempfile.TemporaryDirectory() as folder:
-            with zipfile.ZipFile(source) as archive:
-                _extract_safely(archive, Path(folder))
-            root = _single_child_folder(Path(folder))
+            root = extract_zip(source, Path(folder))
             return _from_folder(root, default_caption, trigger_word, shown=source.name)
     if source.suffix == ".jsonl":
         return _from_manifest(source, default_caption, trigger_word)
@@ -119,14 +117,13 @@ def _read(path: Path, problems: list[str]) -> DecodedImage | None:
     return None
 
 
-def _extract_safely(archive: zipfile.ZipFile, target: Path) -> None:
-    for member in archive.infolist():
-        destination = (target / member.filename).resolve()
-        if not destination.is_relative_to(target.resolve()):
-            raise DatasetError([f"{member.filename}: points outside the archive"])
-    archive.extractall(target)
-
-
-def _single_child_folder(folder: Path) -> Path:
-    children = [p for p in folder.iterdir() if not p.name.startswith(("__MACOSX", "."))]
-    return children[0] if len(children) == 1 and children[0].is_dir() else folder
+def extract_zip(archive: Path, target: Path) -> Path:
+    """Unpack `archive` into `target` (refusing members that point outside it); the folder holding the data:
+    `target` itself, or the one folder a zip of a single folder contains."""
+    with zipfile.ZipFile(archive) as zipped:
+        for member in zipped.infolist():
+            if not (target / member.filename).resolve().is_relative_to(target.resolve()):
+                raise DatasetError([f"{member.filename}: points outside the archive"])
+        zipped.extractall(target)
+    children = [p for p in target.iterdir() if not p.name.startswith(("__MACOSX", "."))]
+    return children[0] if len(children) == 1 and children[0].is_dir() else target
