@@ -6,20 +6,27 @@ edits, so a cancel lands within one denoising step.
 
 from __future__ import annotations
 
+import ctypes
 import io
+import multiprocessing
 import os
 import queue
+import signal
+import sys
 import threading
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 OUT_OF_MEMORY_EXIT = 3
+PARENT_GONE_EXIT = 4
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def child_main(
     conn: Connection, engine_options: dict, speed_options: dict, safety_model: str | None, visible_device: str | None
 ) -> None:
+    _die_with_parent()  # first: an orphan must never keep loading, or hold a GPU, after its server is gone
     if visible_device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible_device  # before torch initialises CUDA
     try:
@@ -38,6 +45,32 @@ def child_main(
     info = {"device": str(placement.device), "memory_mode": placement.memory_mode, "attention": engine.attention}
     conn.send(("ready", info | ({"notes": notes} if notes else {})))
     Worker(conn, engine).serve()
+
+
+def _die_with_parent() -> None:
+    """Exit at once when the server that started this worker dies, even by kill -9 and in the middle of a step.
+
+    On Linux the kernel sends SIGKILL when the parent goes (the parent being the thread that started us: the
+    pool starts workers from the event loop's thread, which lives as long as the server). Everywhere, a thread
+    also waits on multiprocessing's parent sentinel, a pipe that reads as closed once the parent is gone.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return  # not started by multiprocessing (run by hand): nobody to outlive
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the sentinel thread below still notices, within a moment
+        if os.getppid() != parent.pid:
+            os._exit(PARENT_GONE_EXIT)  # it died before the kernel was asked to tell us
+    threading.Thread(target=_exit_when_gone, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_when_gone(parent) -> None:
+    parent.join()  # returns only when the parent's end of the sentinel pipe is closed: it has exited
+    os._exit(PARENT_GONE_EXIT)  # not sys.exit: the main thread may be deep inside a denoising step
 
 
 def _describe(error: Exception) -> str:
