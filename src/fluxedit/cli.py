@@ -275,6 +275,9 @@ def train(
     caption_dropout: Annotated[float, typer.Option(help="Share of steps trained with an empty caption.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Fixes everything: same seed, same weights.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (0: never).")] = 250,
+    keep_checkpoints: Annotated[
+        int, typer.Option(min=1, help="Checkpoints kept (the newest; older ones are deleted).")
+    ] = 2,
     validate_every: Annotated[int, typer.Option(help="Edit the held-out pairs every N steps (0: never).")] = 0,
     validation_pairs: Annotated[int, typer.Option(help="Pairs held out for validation edits.")] = 0,
     optimizer: Annotated[str, typer.Option(help="adamw, or adamw8bit (bitsandbytes, CUDA).")] = "adamw",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
@@ -76,6 +77,11 @@ class Settings(BaseSettings):
     """Seconds to hold a batch open for similar predictions to arrive (0: batch only what is queued)."""
     drain_timeout: float = 60.0
     """On SIGTERM, seconds to let running work finish before it is re-queued."""
+    cancel_grace: float = Field(30.0, gt=0, allow_inf_nan=False)
+    """Seconds a worker may take to honour a cancel (it does at the next step) before it is killed; never while
+    other predictions of its batch still run."""
+    training_keep_checkpoints: int = Field(2, ge=1)
+    """Checkpoints a training keeps (the newest; it resumes from the last one); older ones are deleted."""
 
     def engine_options(self) -> dict[str, str]:
         return {

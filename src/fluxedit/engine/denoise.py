@@ -9,7 +9,7 @@ pipeline's, so that step caching and batching can live here later.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -54,12 +54,16 @@ def denoise(
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     plan: StepPlan | None = None,
+    keep_rows: Callable[[], list[int] | None] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Run every step; return the clean output tokens and how many full transformer passes ran.
 
     `on_step(i, x0)` gets the 1-based step number and the current estimate of the clean tokens.
     `should_stop()` is asked before each step; when it says yes, EditCancelled is raised.
     `plan` says which steps run the transformer (acceleration.py); by default, all of them.
+    `keep_rows()` is also asked before each step: None keeps the batch as it is; a list of row indices keeps only
+    those rows from then on (a cancelled member of a batch stops costing the others), in that order. The tokens
+    returned are those of the rows kept.
     """
     latents = inputs.noise
     batch, output_len = latents.shape[:2]
@@ -72,6 +76,9 @@ def denoise(
     for i in range(steps):
         if should_stop is not None and should_stop():
             raise EditCancelled(f"cancelled before step {i + 1} of {steps}")
+        if keep_rows is not None and (rows := keep_rows()) is not None:
+            latents, guidance, inputs = _select_rows(rows, latents, guidance, inputs, extrapolator)
+            batch = latents.shape[0]
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         if i in full_steps:
             timestep = (sigma * 1000).expand(batch).to(dtype) / 1000
@@ -95,3 +102,17 @@ def denoise(
             on_step(i + 1, latents.float() - sigma * velocity.float())
         latents = next_latents
     return latents, passes
+
+
+def _select_rows(rows: list[int], latents, guidance, inputs: DenoiseInputs, extrapolator: VelocityExtrapolator):
+    """Keep only `rows` of everything that has a batch dimension, the extrapolator's history included."""
+    index = torch.tensor(rows, dtype=torch.long, device=latents.device)
+    extrapolator.history = [(sigma, velocity.index_select(0, index)) for sigma, velocity in extrapolator.history]
+    kept = replace(
+        inputs,
+        noise=inputs.noise.index_select(0, index),
+        reference_tokens=inputs.reference_tokens.index_select(0, index),
+        text_embeddings=inputs.text_embeddings.index_select(0, index),
+        pooled_embeddings=inputs.pooled_embeddings.index_select(0, index),
+    )
+    return latents.index_select(0, index), guidance.index_select(0, index), kept

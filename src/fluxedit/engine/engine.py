@@ -7,6 +7,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from .. import __version__
 from ..imaging.decode import DecodedImage
 from ..imaging.encode import encode_image
 from ..resolution import nearest_preferred_size, output_size
-from ..schema import MAX_REFERENCE_IMAGES, MAX_SEED, EditSettings, InputError, OutputFormat
+from ..schema import MAX_REFERENCE_IMAGES, MAX_SEED, EditCancelled, EditSettings, InputError, OutputFormat
 from .acceleration import plan_steps
 from .denoise import DenoiseInputs, denoise, sigma_schedule
 from .fast_paths import FastTransformer, apply_attention_backend, pick_attention_backend
@@ -83,6 +84,38 @@ class EditResult:
 ProgressCallback = Callable[[Progress], None]
 
 
+class _BatchMembers:
+    """Which requests of a batch are still in it, and where their rows are (a dropped request's rows leave)."""
+
+    def __init__(self, counts: list[int], should_drop: Callable[[int], bool] | None):
+        self.counts = counts
+        self.should_drop = should_drop
+        self.live = list(range(len(counts)))  # request indices, in row order
+        self.changes = 0
+
+    def first_rows(self) -> list[tuple[int, int]]:
+        """(request index, its first row in the current batch) for each request still in it."""
+        firsts, row = [], 0
+        for index in self.live:
+            firsts.append((index, row))
+            row += self.counts[index]
+        return firsts
+
+    def keep_rows(self) -> list[int] | None:
+        """Asked before each step: None keeps the batch as it is; else the rows of the current batch to keep."""
+        if self.should_drop is None:
+            return None
+        dropped = {index for index in self.live if self.should_drop(index)}
+        if not dropped:
+            return None
+        kept = [row + k for index, row in self.first_rows() if index not in dropped for k in range(self.counts[index])]
+        self.live = [index for index in self.live if index not in dropped]
+        self.changes += 1
+        if not self.live:
+            raise EditCancelled("every edit of the batch was cancelled")
+        return kept
+
+
 def batch_key(request: EditRequest) -> tuple:
     """Edits with equal keys can be denoised together: same output size, steps, guidance, references."""
     settings = request.settings
@@ -133,12 +166,15 @@ class Engine:
         progress: Callable[[int, Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         previews: bool = False,
-    ) -> list[EditResult]:
-        """Run several edits of the same size and settings as one batch (see `batch_key`)."""
+        should_drop: Callable[[int], bool] | None = None,
+    ) -> list[EditResult | None]:
+        """Run several edits of the same size and settings as one batch (see `batch_key`); None for a dropped one."""
         started = time.perf_counter()
-        generations = self.generate_many(requests, progress, should_stop, previews)
-        generate_time = (time.perf_counter() - started) / len(requests)
-        return [self._encode(r, g, generate_time) for r, g in zip(requests, generations, strict=True)]
+        generations = self.generate_many(requests, progress, should_stop, previews, should_drop)
+        generate_time = (time.perf_counter() - started) / max(1, sum(g is not None for g in generations))
+        return [
+            None if g is None else self._encode(r, g, generate_time) for r, g in zip(requests, generations, strict=True)
+        ]
 
     def warm_up(self) -> list[str]:
         """On a GPU, build and compile the `high` level's transformer now, so no user waits for it."""
@@ -186,8 +222,14 @@ class Engine:
         progress: Callable[[int, Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         previews: bool = False,
-    ) -> list[Generation]:
-        """Several edits denoised as one batch; each keeps its own prompt, images and seeds."""
+        should_drop: Callable[[int], bool] | None = None,
+    ) -> list[Generation | None]:
+        """Several edits denoised as one batch; each keeps its own prompt, images and seeds.
+
+        `should_drop(index)` is asked before each step for every request still in the batch: once it says yes,
+        that request's rows leave the batch (the others go on, unchanged, and cost no more than without it), it
+        gets no more progress and its result is None. When every request is dropped, EditCancelled is raised.
+        """
         for request in requests:
             self._check_images(request.images)
         keys = {batch_key(r) for r in requests}
@@ -221,25 +263,28 @@ class Engine:
         )
         steps = settings.num_inference_steps
         sigmas = sigma_schedule(copy.deepcopy(self.pipe.scheduler), steps, noises[0].shape[1], self.device)
-        firsts = [sum(counts[:i]) for i in range(len(requests))]  # each request's first row in the batch
+        members = _BatchMembers(counts, should_drop)
 
         def on_step(step: int, clean_estimate: torch.Tensor) -> None:
             if progress is None:
                 return
-            for index, row in enumerate(firsts):
+            for index, row in members.first_rows():
                 preview = None
                 if previews:
                     preview = latent_preview(unpack(clean_estimate[row : row + 1], latent_h, latent_w)[0])
                 progress(index, Progress(step, steps, preview))
 
-        tokens, passes, logs = self._denoise(settings, inputs, sigmas, on_step, should_stop)
+        tokens, passes, logs = self._denoise(settings, inputs, sigmas, on_step, should_stop, members)
         pixels = self._decode(tokens, latent_h, latent_w)
+        rows = dict(members.first_rows())
         return [
-            Generation(pixels[row : row + count], seed, (width, height), passes, logs)
-            for row, count, seed in zip(firsts, counts, seeds, strict=True)
+            Generation(pixels[rows[i] : rows[i] + counts[i]], seeds[i], (width, height), passes, logs)
+            if i in rows
+            else None
+            for i in range(len(requests))
         ]
 
-    def _denoise(self, settings: EditSettings, inputs, sigmas, on_step, should_stop):
+    def _denoise(self, settings: EditSettings, inputs, sigmas, on_step, should_stop, members: _BatchMembers):
         """Run the loop under the acceleration level's plan; return tokens, full passes and notes."""
         steps = len(sigmas) - 1
         plan = plan_steps(settings.acceleration, steps, self.options.cache_mode, self.options.cache_threshold)
@@ -247,10 +292,17 @@ class Engine:
         if settings.acceleration == "high":
             transformer, logs = self.fast.get()
         if plan.mode != "adaptive":
-            tokens, passes = denoise(transformer, inputs, sigmas, on_step, should_stop, plan)
+            tokens, passes = denoise(transformer, inputs, sigmas, on_step, should_stop, plan, members.keep_rows)
             return tokens, passes, list(logs)
-        with first_block_cache(transformer, plan.threshold) as counter:
-            tokens, _ = denoise(transformer, inputs, sigmas, on_step, should_stop, plan)
+        with first_block_cache(transformer, plan.threshold) as counter, ExitStack() as contexts:
+
+            def keep_rows() -> list[int] | None:
+                rows = members.keep_rows()
+                if rows is not None:  # the cache holds the old batch's residuals: start a fresh one
+                    contexts.enter_context(transformer.cache_context(f"fluxedit-edit-{members.changes}"))
+                return rows
+
+            tokens, _ = denoise(transformer, inputs, sigmas, on_step, should_stop, plan, keep_rows)
         return tokens, counter.full_passes, list(logs)
 
     def _encode_prompt(self, prompt: str, batch: int):

@@ -70,6 +70,7 @@ class Runner:
         batch_wait: float = 0.0,
         lora_resolver=None,
         trainings=None,
+        cancel_grace: float = CANCEL_GRACE_S,
     ):
         self.sessions = sessions
         self.files = files
@@ -85,6 +86,7 @@ class Runner:
         self.batch_wait = batch_wait  # seconds to hold a batch open for similar work
         self.lora_resolver = lora_resolver
         self.trainings = trainings
+        self.cancel_grace = cancel_grace  # seconds a worker may ignore a cancel before it is killed
         self.pool = None  # set by attach_pool: the pool calls back into the runner
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task | None = None
@@ -227,12 +229,19 @@ class Runner:
             return
         self._cancel_requested.add(prediction_id)
         self.pool.cancel(prediction_id)
-        asyncio.get_running_loop().call_later(CANCEL_GRACE_S, self._kill_if_still_running, prediction_id)
+        asyncio.get_running_loop().call_later(self.cancel_grace, self._kill_if_still_running, prediction_id)
 
     def _kill_if_still_running(self, prediction_id: str) -> None:
-        if prediction_id in self.pool.busy_job_ids():
-            log.warning("worker ignored the cancel of %s; killing it", prediction_id)
-            self.pool.kill(prediction_id)
+        if prediction_id not in self.pool.busy_job_ids():
+            return
+        ending = self._cancel_requested | self._timed_out
+        if any(job_id not in ending for job_id in self.pool.batch_of(prediction_id)):
+            # Killing the worker would fail the rest of its batch: the cancelled one leaves it at the next step.
+            # If the whole batch is stuck, each of the others times out, and then nobody is left to spare.
+            asyncio.get_running_loop().call_later(self.cancel_grace, self._kill_if_still_running, prediction_id)
+            return
+        log.warning("worker ignored the cancel of %s; killing it", prediction_id)
+        self.pool.kill(prediction_id)
 
     async def wait(self, prediction_id: str, timeout: float) -> Prediction | None:
         prediction = self.get(prediction_id)
@@ -408,7 +417,7 @@ class Runner:
         if prediction_id in self.pool.busy_job_ids():
             self._timed_out.add(prediction_id)
             self.pool.cancel(prediction_id)
-            asyncio.get_running_loop().call_later(CANCEL_GRACE_S, self._kill_if_still_running, prediction_id)
+            asyncio.get_running_loop().call_later(self.cancel_grace, self._kill_if_still_running, prediction_id)
 
     # ---- worker events ----------------------------------------------------------------------
 

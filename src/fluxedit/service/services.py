@@ -47,7 +47,14 @@ class Services:
         metrics = ServiceMetrics()
         sender = WebhookSender(policy)
         loras = LoraStore(settings.data_dir / "loras", sessions, settings.lora_max_bytes, settings.lora_cache_bytes)
-        trainings = TrainingRunner(sessions, settings.data_dir / "trainings", loras, hub, settings.training_slice_steps)
+        trainings = TrainingRunner(
+            sessions,
+            settings.data_dir / "trainings",
+            loras,
+            hub,
+            settings.training_slice_steps,
+            keep_checkpoints=settings.training_keep_checkpoints,
+        )
         runner = Runner(
             sessions,
             files,
@@ -63,6 +70,7 @@ class Services:
             batch_wait=settings.batch_wait,
             lora_resolver=LoraResolver(loras, policy, settings.lora_dirs, os.environ.get("HF_TOKEN")),
             trainings=trainings,
+            cancel_grace=settings.cancel_grace,
         )
         pool = LocalWorkerPool(
             settings.engine_options(),

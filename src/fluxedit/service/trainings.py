@@ -62,13 +62,20 @@ def validated_training_input(fields: dict) -> TrainingInput:
 
 class TrainingRunner:
     def __init__(
-        self, sessions: sessionmaker[Session], folder: Path, loras: LoraStore, hub: EventHub, slice_steps: int
+        self,
+        sessions: sessionmaker[Session],
+        folder: Path,
+        loras: LoraStore,
+        hub: EventHub,
+        slice_steps: int,
+        keep_checkpoints: int = 2,
     ):
         self.sessions = sessions
         self.folder = folder
         self.loras = loras
         self.hub = hub
         self.slice_steps = slice_steps
+        self.keep_checkpoints = keep_checkpoints
         self.pool = None
         self.wake = None  # the prediction runner's dispatcher wake-up
         self._finishing: set[str] = set()  # done on the worker, being registered: not to be handed out again
@@ -172,7 +179,7 @@ class TrainingRunner:
             "work_dir": training.work_dir,
             "default_caption": caption,
             "trigger_word": trigger,
-            "config": {**settings, "checkpoint_every": self.slice_steps},
+            "config": {**settings, "checkpoint_every": self.slice_steps, "keep_checkpoints": self.keep_checkpoints},
             "stop_after": min(training.step + self.slice_steps, training.input["steps"]),
         }
 

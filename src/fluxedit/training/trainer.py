@@ -11,6 +11,7 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -46,6 +47,7 @@ class TrainConfig:
     guidance: float = 1.0
     seed: int = 0
     checkpoint_every: int = 250
+    keep_checkpoints: int = 2  # the newest N stay (it resumes from the last); older ones are deleted
     validate_every: int = 0
     validation_pairs: int = 0
     gradient_checkpointing: bool | None = None  # default: on for CUDA
@@ -240,21 +242,34 @@ class Trainer:
     # ---- checkpoints ---------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path:
-        folder = self.out_dir / "checkpoints" / f"step-{self.step:06d}"
-        folder.mkdir(parents=True, exist_ok=True)
+        """Write a checkpoint whole or not at all (a crash mid-write leaves only a partial-* folder), then delete
+        all but the newest `keep_checkpoints`: resuming always finds a complete one."""
+        checkpoints = self.out_dir / "checkpoints"
+        folder = checkpoints / f"step-{self.step:06d}"
+        partial = checkpoints / f"partial-step-{self.step:06d}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
         state = get_peft_model_state_dict(self.transformer, adapter_name=ADAPTER)
         save_file(
-            {k: v.detach().float().contiguous().cpu() for k, v in state.items()}, str(folder / "lora.safetensors")
+            {k: v.detach().float().contiguous().cpu() for k, v in state.items()}, str(partial / "lora.safetensors")
         )
-        torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
-        torch.save(self.generator.get_state(), folder / "generator.pt")
-        (folder / "state.json").write_text(
+        torch.save(self.optimizer.state_dict(), partial / "optimizer.pt")
+        torch.save(self.generator.get_state(), partial / "generator.pt")
+        (partial / "state.json").write_text(
             json.dumps({"step": self.step, "losses": self.losses, **asdict(self.config)})
         )
+        shutil.rmtree(folder, ignore_errors=True)  # a re-run of the same step replaces it
+        partial.rename(folder)
+        for old in self.checkpoints()[: -max(1, self.config.keep_checkpoints)]:
+            shutil.rmtree(old, ignore_errors=True)
         return folder
 
+    def checkpoints(self) -> list[Path]:
+        """The complete checkpoints, oldest first."""
+        return sorted((self.out_dir / "checkpoints").glob("step-*"))
+
     def latest_checkpoint(self) -> Path | None:
-        folders = sorted((self.out_dir / "checkpoints").glob("step-*"))
+        folders = self.checkpoints()
         return folders[-1] if folders else None
 
     def resume(self) -> None:

@@ -126,26 +126,29 @@ class Worker:
         requests, runnable = self._requests(jobs)
         ended: set[str] = set()
 
+        def should_drop(index: int) -> bool:
+            """A cancelled member of a batch leaves it at the next step and ends now; the others go on."""
+            job_id = runnable[index]["id"]
+            if job_id not in self.cancelled:
+                return False
+            ended.add(job_id)
+            self.conn.send(("cancelled", job_id))
+            return True
+
         def on_progress(index: int, update) -> None:
             job_id = runnable[index]["id"]
-            if job_id in ended:
-                return
-            if job_id in self.cancelled:  # a cancelled member of a batch ends now; the others go on
-                ended.add(job_id)
-                self.conn.send(("cancelled", job_id))
-                return
-            self.conn.send(("progress", job_id, update.step, update.total, _jpeg(update.preview)))
+            if job_id not in ended:
+                self.conn.send(("progress", job_id, update.step, update.total, _jpeg(update.preview)))
 
         try:
             if runnable:
-                results = self.engine.edit_many(
-                    requests,
-                    progress=on_progress,
-                    should_stop=lambda: all(job["id"] in self.cancelled for job in runnable),
-                    previews=True,
-                )
+                results = self.engine.edit_many(requests, progress=on_progress, previews=True, should_drop=should_drop)
                 for job, result in zip(runnable, results, strict=True):
-                    if job["id"] not in ended:
+                    if job["id"] in ended:
+                        continue
+                    if job["id"] in self.cancelled:  # cancelled after its last step: the user asked, so it is
+                        self.conn.send(("cancelled", job["id"]))
+                    else:
                         self.conn.send(("done", job["id"], _result(result)))
         except EditCancelled:
             for job in runnable:

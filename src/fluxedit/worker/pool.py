@@ -177,6 +177,10 @@ class LocalWorkerPool:
             if job_id in worker.job_ids and worker.process is not None:
                 worker.process.kill()
 
+    def batch_of(self, job_id: str) -> list[str]:
+        """Every job running beside `job_id` on its worker (itself included): what killing that worker would end."""
+        return next((list(w.job_ids) for w in self.workers if job_id in w.job_ids), [])
+
     def busy_job_ids(self) -> list[str]:
         return [job_id for w in self.workers if w.state == "busy" for job_id in w.job_ids]
 

@@ -1,0 +1,66 @@
+"""A training keeps only its newest checkpoints, and always resumes from a complete one."""
+
+import pytest
+import torch
+from PIL import ImageOps
+from safetensors.torch import load_file
+
+from fluxedit.engine.tiny import build_tiny_pipeline
+from fluxedit.training.dataset import load_pairs
+from fluxedit.training.trainer import TrainConfig, Trainer
+from tests.helpers import pattern
+
+CONFIG = {"steps": 10, "checkpoint_every": 2, "keep_checkpoints": 2, "seed": 5, "resolution": 256, "rank": 4}
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pairs")
+    for i in range(3):
+        picture = pattern(256, 256, seed=i)
+        picture.save(folder / f"p{i}_start.png")
+        ImageOps.invert(picture).save(folder / f"p{i}_end.png")
+    return load_pairs(folder, default_caption="invert the colours")
+
+
+def trainer(pairs, out_dir, **overrides):
+    made = Trainer(build_tiny_pipeline(), torch.device("cpu"), pairs, TrainConfig(**CONFIG | overrides), out_dir)
+    made.prepare()
+    return made
+
+
+def steps_kept(out_dir) -> list[str]:
+    return sorted(path.name for path in (out_dir / "checkpoints").iterdir())
+
+
+def test_only_the_newest_checkpoints_are_kept_and_resuming_from_them_is_exact(pairs, tmp_path):
+    straight = trainer(pairs, tmp_path / "straight").run(output=tmp_path / "straight.safetensors")
+    assert steps_kept(tmp_path / "straight") == ["step-000008", "step-000010"]
+
+    trainer(pairs, tmp_path / "resumed").run(stop_after=7)
+    assert steps_kept(tmp_path / "resumed") == ["step-000004", "step-000006"]
+    resumed = trainer(pairs, tmp_path / "resumed").run(output=tmp_path / "resumed.safetensors")
+    assert resumed.losses == straight.losses
+    first, second = load_file(straight.lora_path), load_file(resumed.lora_path)
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_a_checkpoint_cut_short_by_a_full_disk_is_never_resumed_from(pairs, tmp_path, monkeypatch):
+    interrupted = trainer(pairs, tmp_path / "run", keep_checkpoints=1)
+    real_save = torch.save
+
+    def disk_full_at_step_6(obj, path, *args, **kwargs):
+        if "step-000006" in str(path):
+            raise OSError(28, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full_at_step_6)
+    with pytest.raises(OSError, match="No space"):
+        interrupted.run()
+    monkeypatch.undo()
+    assert steps_kept(tmp_path / "run") == ["partial-step-000006", "step-000004"]  # the complete one survived
+
+    again = trainer(pairs, tmp_path / "run", keep_checkpoints=1)
+    result = again.run(output=tmp_path / "run.safetensors")
+    assert result.steps == 10 and len(result.losses) == 10
+    assert steps_kept(tmp_path / "run") == ["step-000010"]
