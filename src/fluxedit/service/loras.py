@@ -14,8 +14,10 @@ import json
 import os
 import re
 import secrets
+import shutil
 import struct
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +27,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..schema import InputDownloadError, InputError
 from ..store.models import LoraBlob, LoraName, LoraSource, utcnow
 from .fetch import UrlPolicy, fetch_to_file, parse_http_url
+from .in_use import in_use
 from .keys import Caller
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 HUB_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:/(?P<file>[\w./-]+\.safetensors))?$")
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+DIGEST_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -106,13 +110,17 @@ class LoraStore:
                 blob.last_used_at = utcnow()
 
     def evict(self) -> None:
-        """Drop the least recently used downloads while the cache is over its size cap."""
+        """Drop the least recently used downloads while the cache is over its size cap (never one that a queued
+        or running prediction was resolved to: it would fail when it runs)."""
         with self.sessions.begin() as session:
             cached = list(session.scalars(select(LoraBlob).where(~LoraBlob.kept).order_by(LoraBlob.last_used_at)))
             total = sum(blob.size for blob in cached)
+            needed = in_use(session).lora_digests
             for blob in cached:
                 if total <= self.cache_bytes:
                     break
+                if blob.sha256 in needed:
+                    continue
                 total -= blob.size
                 session.query(LoraSource).filter(LoraSource.sha256 == blob.sha256).delete()
                 session.delete(blob)
@@ -184,6 +192,8 @@ class LoraResolver:
         )
         self.allowed_dirs = [d.resolve() for d in allowed_dirs]
         self.hub_token = hub_token
+        self._digests: dict[tuple, str] = {}  # (path, size, mtime) of a folder LoRA -> its sha256: hashed once
+        self._digests_lock = threading.Lock()
 
     def kind(self, ref: str, field: str, caller: Caller) -> str:
         """What a reference names (checked when the prediction is created): name, url, path or hub."""
@@ -205,7 +215,7 @@ class LoraResolver:
     async def resolve(self, ref: str, scale: float, field: str, caller: Caller) -> ResolvedLora:
         kind = self.kind(ref, field, caller)
         if kind == "path":
-            return self._local(ref, scale, field)
+            return await asyncio.to_thread(self._local, ref, scale, field)  # hashing up to 2 GB: off the loop
         if kind == "name":
             sha256 = self.store.find(caller, ref).sha256
         elif kind == "url":
@@ -230,16 +240,26 @@ class LoraResolver:
         return sha256
 
     def _local(self, ref: str, scale: float, field: str) -> ResolvedLora:
+        """A file in an allowed folder, checked and hashed (in a thread: it reads the whole file)."""
         path = Path(ref).expanduser().resolve()
         if not any(path.is_relative_to(folder) for folder in self.allowed_dirs):
             allowed = ", ".join(str(d) for d in self.allowed_dirs) or "none (set --lora-dir)"
             raise InputError(field, f"server paths are allowed only inside the LoRA folders ({allowed})")
         if not path.is_file():
             raise InputError(field, f"{ref} does not exist on the server")
-        if path.stat().st_size > self.store.max_bytes:
+        stat = path.stat()
+        if stat.st_size > self.store.max_bytes:
             raise InputError(field, f"is larger than {self.store.max_bytes // 2**20} MB")
         safetensors_keys(path, field)
-        return ResolvedLora(str(path), _digest(path), scale, field)
+        version = (str(path), stat.st_size, stat.st_mtime_ns)  # a changed file is hashed again
+        digest = self._digests.get(version)
+        if digest is None:
+            digest = _digest(path)
+            with self._digests_lock:
+                if len(self._digests) >= DIGEST_CACHE_SIZE:
+                    self._digests.pop(next(iter(self._digests)))
+                self._digests[version] = digest
+        return ResolvedLora(str(path), digest, scale, field)
 
     async def _from_hub(self, ref: str, field: str) -> str:
         source = f"hf://{ref}"
@@ -251,10 +271,8 @@ class LoraResolver:
             download_hub_lora, match.group("repo"), match.group("file"), self.hub_token, field
         )
         temporary, sink = self.store.temporary()
-        with sink, path.open("rb") as source_file:
-            while chunk := source_file.read(1 << 20):
-                sink.write(chunk)
         try:
+            await asyncio.to_thread(_copy_into, path, sink)  # up to 2 GB: off the loop
             sha256, _ = await asyncio.to_thread(self.store.add, temporary, field, False)
         finally:
             temporary.unlink(missing_ok=True)
@@ -276,6 +294,11 @@ def download_hub_lora(repo: str, filename: str | None, token: str | None, field:
         return Path(hf_hub_download(repo, filename, token=token))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
         raise InputDownloadError(field, f"could not download {repo}/{filename or ''} from the hub ({error})") from None
+
+
+def _copy_into(path: Path, sink) -> None:
+    with sink, path.open("rb") as source_file:
+        shutil.copyfileobj(source_file, sink, 1 << 20)
 
 
 def _digest(path: Path) -> str:

@@ -94,22 +94,19 @@ class TrainingRunner:
 
     # ---- creation ---------------------------------------------------------------------
 
-    def create(self, caller: Caller, training_input: TrainingInput, zip_path: Path) -> Training:
+    async def create(self, caller: Caller, training_input: TrainingInput, zip_path: Path) -> Training:
         training_id = "training_" + secrets.token_hex(8)
         name = training_input.name or training_id.replace("_", "-")
         if not NAME.match(name):
             raise InputError("input.name", "must be 1-100 letters, digits, '.', '_' or '-'")
-        if self.loras.find(caller, name) is not None or self._pending_name(caller, name):
-            raise InputError("input.name", f"a LoRA named {name!r} exists already (or a training will make one)")
-        unpacked = self.folder / training_id / "data"
-        unpacked.mkdir(parents=True)
+        self._check_name_free(caller, name)
+        # Extracting and decoding every image takes seconds: off the event loop.
+        data_dir, count = await asyncio.to_thread(self._unpack, training_id, zip_path, training_input)
         try:
-            data_dir = extract_zip(zip_path, unpacked)
-            pairs = load_pairs(data_dir, training_input.default_caption, training_input.trigger_word)
-        except (DatasetError, zipfile.BadZipFile) as error:
-            shutil.rmtree(self.folder / training_id, ignore_errors=True)
-            problems = error.problems if isinstance(error, DatasetError) else [f"data: not a zip file ({error})"]
-            raise InputError("data", "; ".join(problems)) from None
+            self._check_name_free(caller, name)  # again: another create may have taken it meanwhile
+        except InputError:
+            await asyncio.to_thread(shutil.rmtree, self.folder / training_id, True)
+            raise
         training = Training(
             id=training_id,
             owner_key_id=caller.key_id,
@@ -121,12 +118,32 @@ class TrainingRunner:
             losses=[],
             crashes=0,
             lora_name=name,
-            logs=f"{_stamp()} {len(pairs)} pairs\n",
+            logs=f"{_stamp()} {count} pairs\n",
         )
         with self.sessions.begin() as session:
             session.add(training)
         self.wake.set()
         return training
+
+    def _check_name_free(self, caller: Caller, name: str) -> None:
+        if self.loras.find(caller, name) is not None or self._pending_name(caller, name):
+            raise InputError("input.name", f"a LoRA named {name!r} exists already (or a training will make one)")
+
+    def _unpack(self, training_id: str, zip_path: Path, training_input: TrainingInput) -> tuple[Path, int]:
+        """Extract the pairs and check every one (runs in a thread); (the data folder, the number of pairs)."""
+        unpacked = self.folder / training_id / "data"
+        unpacked.mkdir(parents=True)
+        try:
+            data_dir = extract_zip(zip_path, unpacked)
+            pairs = load_pairs(data_dir, training_input.default_caption, training_input.trigger_word)
+        except (DatasetError, zipfile.BadZipFile) as error:
+            shutil.rmtree(self.folder / training_id, ignore_errors=True)
+            problems = error.problems if isinstance(error, DatasetError) else [f"data: not a zip file ({error})"]
+            raise InputError("data", "; ".join(problems)) from None
+        except BaseException:
+            shutil.rmtree(self.folder / training_id, ignore_errors=True)
+            raise
+        return data_dir, len(pairs)
 
     def _pending_name(self, caller: Caller, name: str) -> bool:
         with self.sessions() as session:
@@ -245,7 +262,7 @@ class TrainingRunner:
             return
         lora = Path(result["lora_path"])
         staged = lora.with_suffix(".staged")
-        shutil.copyfile(lora, staged)
+        await asyncio.to_thread(shutil.copyfile, lora, staged)
         sha256, size = await asyncio.to_thread(self.loras.add, staged, "lora", True)
         self.loras.register(Caller(training.owner_key_id, ""), training.lora_name, sha256, size)
         self._transition(

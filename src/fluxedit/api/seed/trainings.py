@@ -65,7 +65,7 @@ async def create_training(request: Request, who: Caller = Depends(caller)) -> di
             fields = await _multipart(request, zip_path)
         else:
             fields = await _json_with_url(request, zip_path, found)
-        training = found.trainings.create(who, validated_training_input(fields), zip_path)
+        training = await found.trainings.create(who, validated_training_input(fields), zip_path)
     finally:
         zip_path.unlink(missing_ok=True)
     return training_view(training, base_url(request))
