@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+import math
+import re
+from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, TypeAdapter
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
+DAY = 86400.0
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY, "w": 7 * DAY}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+
+
+def parse_duration(value: object) -> float | None:
+    """Seconds from 3600, "90m", "12h", "30d", "2w" or an ISO 8601 duration ("P30D"); None for off/never/0."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return _bad_duration(value)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str) and value.strip().lower() in ("", "off", "never", "none"):
+        return None
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2).lower() or "s"]
+    elif isinstance(value, str) and value.strip().upper().startswith("P"):
+        seconds = TypeAdapter(timedelta).validate_python(value.strip()).total_seconds()
+    else:
+        return _bad_duration(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        return _bad_duration(value)
+    return seconds or None
+
+
+def _bad_duration(value: object):
+    raise ValueError(f"{value!r} is not a duration: use seconds, or a number with s, m, h, d or w (30d), or off")
+
+
+Duration = Annotated[float | None, BeforeValidator(parse_duration)]
+"""Seconds, given as 3600, "12h", "30d", "P30D"; None (from off, never or 0) means never."""
 
 
 class Settings(BaseSettings):
@@ -80,6 +118,21 @@ class Settings(BaseSettings):
     cancel_grace: float = Field(30.0, gt=0, allow_inf_nan=False)
     """Seconds a worker may take to honour a cancel (it does at the next step) before it is killed; never while
     other predictions of its batch still run."""
+
+    # Retention and storage quotas (docs/operations.md, "Retention and garbage collection", "Storage quotas")
+    retain_inputs: Duration = 30 * DAY
+    """How long uploaded and sent images are kept after their last use by a prediction (e.g. 30d, 12h, 3600, off)."""
+    retain_outputs: Duration = 30 * DAY
+    """How long output images are kept after they were made; then the prediction shows data_removed (off: always)."""
+    retain_trainings: Duration = 7 * DAY
+    """How long an ended training keeps its pairs, checkpoints and validation images (its LoRA stays)."""
+    retention_sweep_interval: Duration = 3600.0
+    """How often the server removes what expired (off: only `fluxedit gc` does)."""
+    storage_quota_bytes: int = Field(0, ge=0)
+    """Bytes all stored files may take together (images, LoRAs, training data); past it, storing answers 507.
+    0: no limit."""
+    key_storage_quota_bytes: int = Field(0, ge=0)
+    """Bytes one key's files may take (its images, LoRAs, training data); past it, storing answers 413. 0: no limit."""
     training_keep_checkpoints: int = Field(2, ge=1)
     """Checkpoints a training keeps (the newest; it resumes from the last one); older ones are deleted."""
 

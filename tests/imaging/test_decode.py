@@ -88,10 +88,13 @@ def test_extreme_aspect_ratio_is_refused_with_the_limit():
         decode_image(encoded(pattern(2000, 400), "PNG"))
 
 
-def test_a_large_camera_photo_is_accepted():
+def test_a_large_camera_photo_is_accepted_and_kept_at_the_size_the_model_needs():
     big = Image.new("RGB", (12000, 8000), (10, 120, 200))
     decoded = decode_image(encoded(big, "JPEG", quality=70))
-    assert decoded.image.size == (12000, 8000)
+    assert decoded.original_size == (12000, 8000)
+    width, height = decoded.image.size
+    assert 1.9e6 < width * height < 2.3e6 and abs(width / height - 1.5) < 0.01
+    assert np.abs(np.asarray(decoded.image, dtype=int) - (10, 120, 200)).max() < 8
 
 
 def test_decompression_bomb_is_refused_before_decoding():

@@ -17,7 +17,7 @@ from .playground import mount_playground
 from .replicate import errors as replicate_errors
 from .replicate import predictions as replicate_predictions
 from .replicate import webhooks as replicate_webhooks
-from .seed import files, loras, models, predictions, trainings, usage
+from .seed import files, loras, models, predictions, trainings, usage, webhook_log
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app, [replicate_errors.ERROR_SHAPE, openai_errors.ERROR_SHAPE])
     dialects = (replicate_predictions, replicate_webhooks, openai_images)  # Replicate's and OpenAI's clients
-    for module in (predictions, files, loras, trainings, models, usage, health, *dialects):
+    for module in (predictions, webhook_log, files, loras, trainings, models, usage, health, *dialects):
         app.include_router(module.router)
     mount_playground(app)
     return app

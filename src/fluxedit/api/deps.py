@@ -70,6 +70,9 @@ def own_hosts(request: Request) -> set[str]:
         if url:
             parsed = URL(url)
             hosts.add(f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}")
+    server = request.scope.get("server")  # the address the connection came in on, behind any proxy's Host
+    if server and server[1]:
+        hosts.add(f"{server[0]}:{server[1]}")
     return hosts
 
 

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..schema import InputError
+from ..service.quota import QuotaExceeded
 from ..service.runner import NoWorkers, QueueFull, SpendingLimitReached
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ def install_error_handlers(app: FastAPI, shapes: Sequence[ErrorShape] = ()) -> N
     @app.exception_handler(NoWorkers)
     async def _no_workers(request: Request, error: NoWorkers):
         return reply(request, 503, str(error), code="no_workers")
+
+    @app.exception_handler(QuotaExceeded)  # 507 when the server's storage is full, 413 for one key's quota
+    async def _quota(request: Request, error: QuotaExceeded):
+        return reply(request, error.status, str(error), code=error.code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError):

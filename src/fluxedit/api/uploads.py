@@ -6,7 +6,7 @@ import asyncio
 
 from starlette.datastructures import UploadFile
 
-from ..imaging.decode import decode_image
+from ..imaging.decode import decode_image_async
 from ..service.keys import Caller
 from ..service.services import Services
 from ..store.files import CONTENT_TYPES
@@ -29,7 +29,7 @@ async def read_capped(upload: UploadFile, field: str = "file") -> bytes:
 
 async def store_upload(services: Services, who: Caller, upload: UploadFile, field: str = "file") -> StoredFile:
     data = await read_capped(upload, field)
-    decoded = await asyncio.to_thread(decode_image, data, field)
+    decoded = await decode_image_async(data, field)  # off the loop, within the decode budget
     return await asyncio.to_thread(
         services.files.put,
         data,
@@ -37,5 +37,5 @@ async def store_upload(services: Services, who: Caller, upload: UploadFile, fiel
         content_type=CONTENT_TYPES[decoded.format.value],
         filename=upload.filename or "upload",
         owner_key_id=who.key_id,
-        size=decoded.image.size,
+        size=decoded.original_size,
     )

@@ -9,6 +9,7 @@ Registered files stay until deleted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ from ..store.models import LoraBlob, LoraName, LoraSource, utcnow
 from .fetch import UrlPolicy, fetch_to_file, parse_http_url
 from .in_use import in_use
 from .keys import Caller
+from .quota import NOBODY
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 HUB_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:/(?P<file>[\w./-]+\.safetensors))?$")
@@ -68,18 +70,20 @@ def safetensors_keys(path: Path, field: str) -> list[str]:
 
 
 class LoraStore:
-    def __init__(self, folder: Path, sessions: sessionmaker[Session], max_bytes: int, cache_bytes: int):
+    def __init__(self, folder: Path, sessions: sessionmaker[Session], max_bytes: int, cache_bytes: int, quota=None):
         self.folder = folder
         self.sessions = sessions
         self.max_bytes = max_bytes
         self.cache_bytes = cache_bytes
+        self.quota = quota  # StorageQuota: a LoRA that does not fit is refused before it is kept
         folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
         return self.folder / f"{sha256}.safetensors"
 
-    def add(self, temporary: Path, field: str, kept: bool) -> tuple[str, int]:
-        """Check a written file, move it under its content hash, record it; (sha256, size)."""
+    def add(self, temporary: Path, field: str, kept: bool, owner=NOBODY) -> tuple[str, int]:
+        """Check a written file, move it under its content hash, record it; (sha256, size). `owner`: the key
+        id it is registered for (its quota counts it), or NOBODY for a download into the shared cache."""
         size = temporary.stat().st_size
         if size > self.max_bytes:
             raise InputError(field, f"is larger than {self.max_bytes // 2**20} MB")
@@ -87,14 +91,17 @@ class LoraStore:
         if not any("lora" in key or "processor" in key for key in keys):
             raise InputError(field, f"holds no LoRA weights (its {len(keys)} tensors have no lora_* names)")
         sha256 = _digest(temporary)
-        os.replace(temporary, self.path(sha256))
-        with self.sessions.begin() as session:
-            blob = session.get(LoraBlob, sha256)
-            if blob is None:
-                session.add(LoraBlob(sha256=sha256, size=size, kept=kept))
-            else:
-                blob.kept = blob.kept or kept
-                blob.last_used_at = utcnow()
+        with self.sessions() as session:
+            new_on_disk = 0 if session.get(LoraBlob, sha256) is not None else size
+        with self.quota.room_for(owner, size, new_on_disk) if self.quota else contextlib.nullcontext():
+            os.replace(temporary, self.path(sha256))
+            with self.sessions.begin() as session:
+                blob = session.get(LoraBlob, sha256)
+                if blob is None:
+                    session.add(LoraBlob(sha256=sha256, size=size, kept=kept))
+                else:
+                    blob.kept = blob.kept or kept
+                    blob.last_used_at = utcnow()
         if not kept:
             self.evict()
         return sha256, size

@@ -80,7 +80,8 @@ class PredictionWebhooks:
 
     def payload(self, prediction: Prediction) -> dict:
         if prediction.status == "success":
-            output = [self._url(prediction.base_url, file_id) for file_id in prediction.output or []]
+            urls = (self._url(prediction.base_url, file_id) for file_id in prediction.output or [])
+            output = [url for url in urls if url is not None]  # a deleted output is left out, never a broken URL
             return {"exec_id": prediction.id, "flow_id": None, "status": "succeeded", "output": output, "error": ""}
         error = {"error_code": prediction.error_code, "error_message": prediction.error_message}
         return {
@@ -96,6 +97,6 @@ class PredictionWebhooks:
             prediction.webhook_url, self.payload(prediction), prediction.webhook_secret, delivery_id=prediction.id
         )
 
-    def _url(self, base_url: str, file_id: str) -> str:
+    def _url(self, base_url: str, file_id: str) -> str | None:
         record = self.files.get(file_id)
-        return output_url(base_url, file_id, record.content_type)
+        return output_url(base_url, file_id, record.content_type) if record is not None else None

@@ -26,6 +26,7 @@ from .inputs import InputResolver
 from .keys import Caller, KeyRing
 from .metrics import ServiceMetrics
 from .pricing import prediction_cost
+from .quota import QuotaExceeded
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +279,9 @@ class Runner:
         except InputError as error:
             self._fail(prediction_id, "INPUT_VALIDATION_ERROR", str(error))
             return
+        except QuotaExceeded as error:  # a fetched input or LoRA that does not fit
+            self._fail(prediction_id, error.error_code, f"an input could not be stored: {error}")
+            return
         except Exception as error:  # anything unexpected still ends the prediction, never strands it
             log.exception("preparing %s failed", prediction_id)
             reason = f"preparing the inputs failed: {type(error).__name__}: {error}"
@@ -495,6 +499,8 @@ class Runner:
     async def _finish(self, prediction_id: str, result: dict) -> None:
         try:
             await self._store_result(prediction_id, result)
+        except QuotaExceeded as error:  # the key's or the server's storage quota: say which, and the limit
+            self._fail(prediction_id, error.error_code, f"the output could not be stored: {error}")
         except Exception as error:  # e.g. a full disk: the prediction still ends, with the reason
             log.exception("storing the result of %s failed", prediction_id)
             self._fail(prediction_id, "EXECUTION_ERROR", f"storing the result failed: {type(error).__name__}: {error}")
@@ -507,18 +513,26 @@ class Runner:
             self._fail(prediction_id, "PROVIDER_REJECTED", "the safety checker flagged every output image")
             return
         content_type = CONTENT_TYPES[result["format"]]
+        if self.files.quota is not None:  # all the images fit, or none is stored
+            total = sum(len(data) for data in result["images"])
+            await asyncio.to_thread(self.files.quota.check, prediction.owner_key_id, total)
         output_ids = []
-        for index, data in enumerate(result["images"]):
-            record = await asyncio.to_thread(
-                self.files.put,
-                data,
-                purpose="output",
-                content_type=content_type,
-                filename=f"{prediction_id}-{index}.{EXTENSIONS[content_type]}",
-                owner_key_id=prediction.owner_key_id,
-                size=(result["width"], result["height"]),
-            )
-            output_ids.append(record.id)
+        try:
+            for index, data in enumerate(result["images"]):
+                record = await asyncio.to_thread(
+                    self.files.put,
+                    data,
+                    purpose="output",
+                    content_type=content_type,
+                    filename=f"{prediction_id}-{index}.{EXTENSIONS[content_type]}",
+                    owner_key_id=prediction.owner_key_id,
+                    size=(result["width"], result["height"]),
+                )
+                output_ids.append(record.id)
+        except Exception:
+            for file_id in output_ids:  # a failed prediction keeps no half of its outputs
+                await asyncio.to_thread(self.files.delete, file_id)
+            raise
         completed = utcnow()
         predict_time = (completed - _aware(prediction.started_at)).total_seconds()
         self.metrics.predict_time.observe(predict_time)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -16,6 +18,8 @@ from .keys import KeyRing
 from .loras import LoraResolver, LoraStore
 from .metrics import ServiceMetrics
 from .notify import PredictionWebhooks
+from .quota import StorageQuota
+from .retention import Retention, sweep_forever
 from .runner import Runner
 from .trainings import TrainingRunner
 from .webhooks import WebhookSender
@@ -35,18 +39,24 @@ class Services:
     policy: UrlPolicy
     loras: LoraStore
     trainings: TrainingRunner
+    quota: StorageQuota | None = None
+    retention: Retention | None = None
+    _sweeper: asyncio.Task | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         sessions = open_database(settings.resolved_database_url)
-        files = FileStore(settings.data_dir / "files", sessions)
+        quota = StorageQuota.from_settings(settings, sessions)
+        files = FileStore(settings.data_dir / "files", sessions, quota)
         policy = UrlPolicy(allow_private=settings.allow_private_urls, allowed_networks=tuple(settings.allowed_networks))
         keys = KeyRing(sessions)
         hub = EventHub()
         metrics = ServiceMetrics()
         sender = WebhookSender(policy)
-        loras = LoraStore(settings.data_dir / "loras", sessions, settings.lora_max_bytes, settings.lora_cache_bytes)
+        loras = LoraStore(
+            settings.data_dir / "loras", sessions, settings.lora_max_bytes, settings.lora_cache_bytes, quota
+        )
         trainings = TrainingRunner(
             sessions,
             settings.data_dir / "trainings",
@@ -54,6 +64,7 @@ class Services:
             hub,
             settings.training_slice_steps,
             keep_checkpoints=settings.training_keep_checkpoints,
+            quota=quota,
         )
         runner = Runner(
             sessions,
@@ -80,14 +91,24 @@ class Services:
             runner.on_worker_event,
         )
         runner.attach_pool(pool)
-        return cls(settings, sessions, files, keys, hub, metrics, runner, pool, sender, policy, loras, trainings)
+        retention = Retention.from_settings(settings, sessions, files, quota)
+        return cls(
+            settings, sessions, files, keys, hub, metrics, runner, pool, sender, policy, loras, trainings,
+            quota=quota, retention=retention,
+        )  # fmt: skip
 
     async def start(self) -> None:
         await self.sender.start()
         await self.pool.start()
         await self.runner.start()
+        if self.settings.retention_sweep_interval:
+            self._sweeper = asyncio.create_task(sweep_forever(self.retention, self.settings.retention_sweep_interval))
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await self.runner.stop(self.settings.drain_timeout)
         await self.pool.stop()
         await self.sender.stop()

@@ -69,6 +69,7 @@ class TrainingRunner:
         hub: EventHub,
         slice_steps: int,
         keep_checkpoints: int = 2,
+        quota=None,
     ):
         self.sessions = sessions
         self.folder = folder
@@ -76,6 +77,7 @@ class TrainingRunner:
         self.hub = hub
         self.slice_steps = slice_steps
         self.keep_checkpoints = keep_checkpoints
+        self.quota = quota  # StorageQuota: a training's pairs are checked against it before they are unpacked
         self.pool = None
         self.wake = None  # the prediction runner's dispatcher wake-up
         self._finishing: set[str] = set()  # done on the worker, being registered: not to be handed out again
@@ -101,7 +103,7 @@ class TrainingRunner:
             raise InputError("input.name", "must be 1-100 letters, digits, '.', '_' or '-'")
         self._check_name_free(caller, name)
         # Extracting and decoding every image takes seconds: off the event loop.
-        data_dir, count = await asyncio.to_thread(self._unpack, training_id, zip_path, training_input)
+        data_dir, count = await asyncio.to_thread(self._unpack, training_id, zip_path, training_input, caller)
         try:
             self._check_name_free(caller, name)  # again: another create may have taken it meanwhile
         except InputError:
@@ -129,11 +131,16 @@ class TrainingRunner:
         if self.loras.find(caller, name) is not None or self._pending_name(caller, name):
             raise InputError("input.name", f"a LoRA named {name!r} exists already (or a training will make one)")
 
-    def _unpack(self, training_id: str, zip_path: Path, training_input: TrainingInput) -> tuple[Path, int]:
+    def _unpack(
+        self, training_id: str, zip_path: Path, training_input: TrainingInput, caller: Caller
+    ) -> tuple[Path, int]:
         """Extract the pairs and check every one (runs in a thread); (the data folder, the number of pairs)."""
         unpacked = self.folder / training_id / "data"
         unpacked.mkdir(parents=True)
         try:
+            if self.quota is not None:
+                with zipfile.ZipFile(zip_path) as archive:
+                    self.quota.check(caller.key_id, sum(info.file_size for info in archive.infolist()))
             data_dir = extract_zip(zip_path, unpacked)
             pairs = load_pairs(data_dir, training_input.default_caption, training_input.trigger_word)
         except (DatasetError, zipfile.BadZipFile) as error:
@@ -143,6 +150,9 @@ class TrainingRunner:
         except BaseException:
             shutil.rmtree(self.folder / training_id, ignore_errors=True)
             raise
+        finally:
+            if self.quota is not None:
+                self.quota.forget_training_sizes()
         return data_dir, len(pairs)
 
     def _pending_name(self, caller: Caller, name: str) -> bool:
@@ -262,8 +272,11 @@ class TrainingRunner:
             return
         lora = Path(result["lora_path"])
         staged = lora.with_suffix(".staged")
-        await asyncio.to_thread(shutil.copyfile, lora, staged)
-        sha256, size = await asyncio.to_thread(self.loras.add, staged, "lora", True)
+        try:
+            await asyncio.to_thread(shutil.copyfile, lora, staged)
+            sha256, size = await asyncio.to_thread(self.loras.add, staged, "lora", True, training.owner_key_id)
+        finally:
+            staged.unlink(missing_ok=True)  # moved into the LoRA store, unless that failed
         self.loras.register(Caller(training.owner_key_id, ""), training.lora_name, sha256, size)
         self._transition(
             training_id, SUCCESS, completed_at=utcnow(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from contextlib import nullcontext
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,9 +25,10 @@ def new_file_id() -> str:
 
 
 class FileStore:
-    def __init__(self, folder: Path, sessions: sessionmaker[Session]):
+    def __init__(self, folder: Path, sessions: sessionmaker[Session], quota=None):
         self.folder = folder
         self.sessions = sessions
+        self.quota = quota  # service/quota.py's StorageQuota: new bytes are checked against it, or refused
         folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, file_id: str) -> Path:
@@ -54,13 +56,14 @@ class FileStore:
             width=size[0] if size else None,
             height=size[1] if size else None,
         )
-        target = self.path(record.id)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
-        partial.write_bytes(data)
-        os.replace(partial, target)
-        with self.sessions.begin() as session:
-            session.add(record)
+        with self.quota.room_for(owner_key_id, len(data)) if self.quota else nullcontext():
+            target = self.path(record.id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(".partial")
+            partial.write_bytes(data)
+            os.replace(partial, target)
+            with self.sessions.begin() as session:
+                session.add(record)
         return record
 
     def get(self, file_id: str) -> StoredFile | None:

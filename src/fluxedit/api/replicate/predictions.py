@@ -43,6 +43,7 @@ async def create_prediction(request: Request, who: Caller = Depends(caller)) -> 
 
 async def _create(request: Request, who: Caller, body: dict, started: float) -> dict:
     found = services(request)
+    wait = requested_wait(request, None)  # before creating: a bad Prefer: wait creates nothing
     given = body.get("input")
     if not isinstance(given, dict):
         raise InputError("input", "is required: an object with at least prompt and input_image")
@@ -62,7 +63,6 @@ async def _create(request: Request, who: Caller, body: dict, started: float) -> 
         )
     except InputError as error:
         raise their_error(error) from None
-    wait = requested_wait(request, None)
     if wait > 0:
         prediction = await found.runner.wait(prediction.id, wait - (time.monotonic() - started))
     return still_starting(prediction_view(found, prediction, base_url(request)), prediction)
@@ -84,11 +84,12 @@ def _webhook(body: dict) -> tuple[str | None, list[str] | None]:
 async def get_prediction(
     request: Request,
     prediction_id: str,
-    wait: float | None = Query(None, description="Seconds to wait for the end (at most 60); or Prefer: wait=N."),
+    wait: str | None = Query(None, description="Seconds to wait for the end (0 to 60); or Prefer: wait=N."),
     who: Caller = Depends(caller),
 ) -> dict:
+    seconds = requested_wait(request, wait)
     owned_prediction(request, who, prediction_id)
-    prediction = await services(request).runner.wait(prediction_id, requested_wait(request, wait))
+    prediction = await services(request).runner.wait(prediction_id, seconds)
     return prediction_view(services(request), prediction, base_url(request))
 
 

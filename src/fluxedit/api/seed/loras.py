@@ -55,7 +55,7 @@ async def upload_lora(request: Request, who: Caller = Depends(caller)) -> dict:
                 if written > store.max_bytes:
                     raise ApiError(413, f"file: is larger than {store.max_bytes // 2**20} MB")
                 sink.write(chunk)
-        sha256, size = await asyncio.to_thread(store.add, temporary, "file", True)
+        sha256, size = await asyncio.to_thread(store.add, temporary, "file", True, who.key_id)
     finally:
         temporary.unlink(missing_ok=True)
     return lora_view(store.register(who, name, sha256, size))

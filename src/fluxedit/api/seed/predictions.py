@@ -63,11 +63,12 @@ async def _create(request: Request, who: Caller) -> Prediction:
 async def get_prediction(
     request: Request,
     prediction_id: str,
-    wait: float | None = Query(None, description="Seconds to wait for the end (at most 60)."),
+    wait: str | None = Query(None, description="Seconds to wait for the end: a number from 0 to 60."),
     who: Caller = Depends(caller),
 ) -> dict:
+    seconds = requested_wait(request, wait)
     owned_prediction(request, who, prediction_id)
-    prediction = await services(request).runner.wait(prediction_id, requested_wait(request, wait))
+    prediction = await services(request).runner.wait(prediction_id, seconds)
     return prediction_view(services(request), prediction, base_url(request))
 
 

@@ -115,10 +115,13 @@ def _owned(request: Request, who: Caller, training_id: str) -> Training:
 
 @router.get("/{training_id}")
 async def get_training(
-    request: Request, training_id: str, wait: float | None = Query(None), who: Caller = Depends(caller)
+    request: Request,
+    training_id: str,
+    wait: str | None = Query(None, description="Seconds to wait for the end: a number from 0 to 60."),
+    who: Caller = Depends(caller),
 ) -> dict:
-    training = _owned(request, who, training_id)
     seconds = requested_wait(request, wait)
+    training = _owned(request, who, training_id)
     if seconds > 0 and training.status not in TERMINAL:
         await services(request).hub.wait_finished(training_id, seconds)
     return training_view(services(request).trainings.get(training_id), base_url(request))

@@ -1,0 +1,293 @@
+"""Retention: what expired is removed, by the server's periodic sweep or by `fluxedit gc`, safely while it runs.
+
+- outputs older than `retain_outputs`;
+- inputs (uploads, data URIs, fetched images) not used by a prediction for `retain_inputs`;
+- the pairs, checkpoints and validation images of trainings ended `retain_trainings` ago (their LoRA stays);
+- leftovers of crashed writes: partial files, and bytes or training folders without a record, a day old.
+
+Nothing that queued or running work needs is touched (in_use.py), checked in the same write transaction
+that deletes the records, so no prediction can start on a file between the check and the delete. A record
+goes first: from then on every view says `data_removed` and no new reader finds the file; its bytes go
+READ_GRACE_S later, so a reader that found the record a moment before still opens them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, false, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..store.files import FileStore
+from ..store.models import LoraBlob, Prediction, StoredFile, Training
+from .in_use import in_use
+
+log = logging.getLogger(__name__)
+READ_GRACE_S = 10.0  # bytes outlive their record this long
+LEFTOVER_AGE_S = 86400.0  # a partial write or an unrecorded file this old is a crash's leftover
+BATCH = 500  # records deleted per transaction: other writers wait at most for one batch
+TRAINING_LEFTOVERS = ("data", "work/checkpoints", "work/validation")  # what an ended training no longer needs
+ENDED_TRAININGS = ("success", "error", "cancelled")
+INPUT_PURPOSES = ("upload", "input")  # images a key sent: as an upload, a data URI or a fetched URL
+
+
+@dataclass
+class SweepReport:
+    outputs: int = 0
+    inputs: int = 0
+    trainings: int = 0
+    leftovers: int = 0
+    bytes_freed: int = 0
+    dry_run: bool = False
+
+    @property
+    def removed(self) -> int:
+        return self.outputs + self.inputs + self.trainings + self.leftovers
+
+    def summary(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        return (
+            f"{verb} {self.outputs} outputs, {self.inputs} inputs, the data of {self.trainings} trainings and "
+            f"{self.leftovers} leftovers of interrupted writes: {self.bytes_freed / 2**20:.1f} MB"
+        )
+
+
+@dataclass
+class Expired:
+    report: SweepReport
+    paths: list[Path] = field(default_factory=list)  # bytes whose records are gone: removed after READ_GRACE_S
+
+
+class Retention:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        files: FileStore,
+        trainings_folder: Path,
+        loras_folder: Path,
+        *,
+        retain_inputs: float | None,
+        retain_outputs: float | None,
+        retain_trainings: float | None,
+        quota=None,
+    ):
+        self.sessions = sessions
+        self.files = files
+        self.trainings_folder = trainings_folder
+        self.loras_folder = loras_folder
+        self.retain_inputs = retain_inputs  # seconds; None: kept for ever
+        self.retain_outputs = retain_outputs
+        self.retain_trainings = retain_trainings
+        self.quota = quota
+
+    @classmethod
+    def from_settings(cls, settings, sessions: sessionmaker[Session], files: FileStore, quota=None) -> Retention:
+        return cls(
+            sessions,
+            files,
+            settings.data_dir / "trainings",
+            settings.data_dir / "loras",
+            retain_inputs=settings.retain_inputs,
+            retain_outputs=settings.retain_outputs,
+            retain_trainings=settings.retain_trainings,
+            quota=quota,
+        )
+
+    # ---- one sweep ------------------------------------------------------------------------
+
+    def sweep(self, now: datetime | None = None, dry_run: bool = False, grace: float = READ_GRACE_S) -> SweepReport:
+        """Everything in one call, waiting out the read grace (for `fluxedit gc`)."""
+        expired = self.expire(now, dry_run)
+        if expired.paths:
+            time.sleep(grace)
+            self.remove(expired.paths)
+        return expired.report
+
+    def expire(self, now: datetime | None = None, dry_run: bool = False) -> Expired:
+        """Delete the records of what expired (and training leftovers, which have none); return the bytes to
+        remove once READ_GRACE_S has passed (`remove`)."""
+        now = now or datetime.now(UTC)
+        expired = Expired(SweepReport(dry_run=dry_run))
+        if self.retain_outputs is not None:
+            cutoff = now - timedelta(seconds=self.retain_outputs)
+            expired.report.outputs = self._expire_files(("output",), cutoff, set(), expired, dry_run)
+        if self.retain_inputs is not None:
+            cutoff = now - timedelta(seconds=self.retain_inputs)
+            recently_used = self._inputs_used_since(cutoff)
+            expired.report.inputs = self._expire_files(INPUT_PURPOSES, cutoff, recently_used, expired, dry_run)
+        if self.retain_trainings is not None:
+            self._expire_trainings(now - timedelta(seconds=self.retain_trainings), expired.report, dry_run)
+        self._remove_leftovers(now, expired, dry_run)
+        if self.quota is not None:
+            self.quota.forget_training_sizes()
+        return expired
+
+    @staticmethod
+    def remove(paths: Iterable[Path]) -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+    # ---- files ------------------------------------------------------------------------------
+
+    def _expire_files(
+        self, purposes: tuple[str, ...], cutoff: datetime, keep: set[str], expired: Expired, dry_run: bool
+    ) -> int:
+        """Delete the records of the files of `purposes` made before `cutoff`, but those in `keep` or in use."""
+        count, after = 0, ""
+        while True:
+            with self.sessions.begin() as session:
+                if not dry_run:
+                    session.execute(delete(StoredFile).where(false()))  # take the write lock before looking
+                needed = keep | in_use(session).file_ids
+                rows = session.execute(
+                    select(StoredFile.id, StoredFile.size)
+                    .where(StoredFile.purpose.in_(purposes), StoredFile.created_at < cutoff, StoredFile.id > after)
+                    .order_by(StoredFile.id)
+                    .limit(BATCH)
+                ).all()
+                if not rows:
+                    return count
+                after = rows[-1][0]
+                doomed = [
+                    (file_id, size)
+                    for file_id, size in rows
+                    if file_id not in needed and not self._stored_again_since(file_id, cutoff)
+                ]
+                if doomed and not dry_run:
+                    for file_id, _ in doomed:
+                        _touch(self.files.path(file_id))  # fresh: no leftover scan takes it before its grace
+                    session.execute(delete(StoredFile).where(StoredFile.id.in_([f for f, _ in doomed])))
+            count += len(doomed)
+            expired.report.bytes_freed += sum(size for _, size in doomed)
+            if not dry_run:
+                expired.paths += [self.files.path(file_id) for file_id, _ in doomed]
+
+    def _stored_again_since(self, file_id: str, cutoff: datetime) -> bool:
+        """An input sent again is the same file (content addressing); its bytes' time says when it last came."""
+        try:
+            return os.stat(self.files.path(file_id)).st_mtime >= cutoff.timestamp()
+        except OSError:
+            return False  # its bytes are gone already: only the record is left to remove
+
+    def _inputs_used_since(self, cutoff: datetime) -> set[str]:
+        used: set[str] = set()
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Prediction.input_files).where(Prediction.created_at >= cutoff).execution_options(yield_per=1000)
+            )
+            for (input_files,) in rows:
+                used.update(file_id for file_id in input_files or [] if file_id)
+        return used
+
+    # ---- trainings --------------------------------------------------------------------------
+
+    def _expire_trainings(self, cutoff: datetime, report: SweepReport, dry_run: bool) -> None:
+        with self.sessions() as session:
+            ended = list(
+                session.scalars(
+                    select(Training.id).where(Training.status.in_(ENDED_TRAININGS), Training.completed_at < cutoff)
+                )
+            )
+        for training_id in ended:
+            freed = sum(
+                _remove_tree(self.trainings_folder / training_id / part, dry_run) for part in TRAINING_LEFTOVERS
+            )
+            if freed:
+                report.trainings += 1
+                report.bytes_freed += freed
+
+    # ---- leftovers of crashes ---------------------------------------------------------------
+
+    def _remove_leftovers(self, now: datetime, expired: Expired, dry_run: bool) -> None:
+        old = now.timestamp() - LEFTOVER_AGE_S
+        report = expired.report
+        pending = set(expired.paths)  # removed after their read grace, not now
+        partials = [*self.files.folder.glob("*/*.partial"), *self.loras_folder.glob("*.partial")]
+        partials += self.trainings_folder.glob("upload-*.zip")  # an upload whose request never ended
+        partials += self.trainings_folder.glob("*/work/*.staged")
+        for path in partials:
+            report.leftovers += _remove_if_older(path, old, report, dry_run)
+        with self.sessions() as session:
+            for folder in _subfolders(self.files.folder):
+                names = [p.name for p in folder.iterdir() if p.suffix != ".partial"]
+                known = _existing(session, StoredFile.id, names)
+                for name in set(names) - known:  # bytes whose record never was written, or is gone a day
+                    if folder / name not in pending:
+                        report.leftovers += _remove_if_older(folder / name, old, report, dry_run)
+            blobs = {p.stem: p for p in self.loras_folder.glob("*.safetensors")}
+            for sha256 in set(blobs) - _existing(session, LoraBlob.sha256, list(blobs)):
+                report.leftovers += _remove_if_older(blobs[sha256], old, report, dry_run)
+            folders = [p for p in _subfolders(self.trainings_folder) if p.name.startswith("training_")]
+            for training_id in {p.name for p in folders} - _existing(session, Training.id, [p.name for p in folders]):
+                if (self.trainings_folder / training_id).stat().st_mtime < old:  # a create that never finished
+                    freed = _remove_tree(self.trainings_folder / training_id, dry_run)
+                    report.leftovers += 1
+                    report.bytes_freed += freed
+
+
+async def sweep_forever(retention: Retention, interval: float) -> None:
+    """The server's automatic sweep: the file work in threads, the read grace as a sleep on the loop."""
+    while True:
+        try:
+            expired = await asyncio.to_thread(retention.expire)
+            if expired.paths:
+                await asyncio.sleep(READ_GRACE_S)
+                await asyncio.to_thread(retention.remove, expired.paths)
+            if expired.report.removed:
+                log.info("retention: %s", expired.report.summary())
+        except Exception:  # a failed sweep is tried again at the next interval, never stops the server
+            log.exception("the retention sweep failed")
+        await asyncio.sleep(interval)
+
+
+def _existing(session: Session, column, values: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(values), BATCH):
+        found |= set(session.scalars(select(column).where(column.in_(values[start : start + BATCH]))))
+    return found
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):  # already gone
+        os.utime(path)
+
+
+def _remove_if_older(path: Path, moment: float, report: SweepReport, dry_run: bool) -> int:
+    try:
+        stat = path.stat()
+    except OSError:
+        return 0
+    if stat.st_mtime >= moment:
+        return 0
+    if not dry_run:
+        path.unlink(missing_ok=True)
+    report.bytes_freed += stat.st_size
+    return 1
+
+
+def _remove_tree(path: Path, dry_run: bool) -> int:
+    """Bytes under `path` (removed unless dry_run); 0 when it is not there."""
+    if not path.exists():
+        return 0
+    if not path.is_dir():
+        size = path.stat().st_size
+        if not dry_run:
+            path.unlink(missing_ok=True)
+        return size
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    if not dry_run:
+        shutil.rmtree(path, ignore_errors=True)
+    return size
