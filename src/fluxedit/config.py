@@ -49,7 +49,8 @@ Duration = Annotated[float | None, BeforeValidator(parse_duration)]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FLUXEDIT_", extra="ignore")
+    # allow_inf_nan=False: a NaN or infinite number would reach timers and sizes (nan breaks the event loop's timers)
+    model_config = SettingsConfigDict(env_prefix="FLUXEDIT_", extra="ignore", allow_inf_nan=False)
 
     # The model
     model: str = DEFAULT_MODEL
@@ -106,14 +107,14 @@ class Settings(BaseSettings):
     price_per_image: float = 0.025
     max_queue: int = 1000
     """Predictions waiting at most; past it, creation answers 429."""
-    execution_timeout: float = 600.0
+    execution_timeout: float = Field(600.0, gt=0)
     """Seconds one prediction may run before it fails with EXECUTION_TIMEOUT."""
     batch_max: int = 0
     """Images one batch may hold (same size and settings run together); 0: 4 on a GPU, 1 (no batching) on CPU,
     where one edit already keeps every core busy (bench/speed.py)."""
-    batch_wait: float = 0.0
+    batch_wait: float = Field(0.0, ge=0)
     """Seconds to hold a batch open for similar predictions to arrive (0: batch only what is queued)."""
-    drain_timeout: float = 60.0
+    drain_timeout: float = Field(60.0, ge=0)
     """On SIGTERM, seconds to let running work finish before it is re-queued."""
     cancel_grace: float = Field(30.0, gt=0, allow_inf_nan=False)
     """Seconds a worker may take to honour a cancel (it does at the next step) before it is killed; never while
@@ -135,6 +136,18 @@ class Settings(BaseSettings):
     """Bytes one key's files may take (its images, LoRAs, training data); past it, storing answers 413. 0: no limit."""
     training_keep_checkpoints: int = Field(2, ge=1)
     """Checkpoints a training keeps (the newest; it resumes from the last one); older ones are deleted."""
+
+    # Input limits (docs/operations.md, "Input limits")
+    max_json_bytes: int = Field(72 * 1024**2, gt=0)
+    """Largest JSON request body (room for a 50 MB image as a data URI); counted while it streams, 413 past it."""
+    max_input_pixels: int = Field(120_000_000, gt=0)
+    """Largest input image, in pixels (width x height), read from its header before anything is decoded: a larger
+    one is refused (422). Pillow itself refuses more than 178,956,970, whatever this says."""
+    decode_memory_bytes: int = Field(1024**3, gt=0)
+    """Memory the images being decoded at once may take, each estimated from its header (width x height x bytes
+    per pixel, with the conversions): the others wait their turn, and an image that alone needs more is refused."""
+    decode_concurrency: int = Field(2, ge=1)
+    """Images decoded at once, off the event loop; the others wait their turn."""
 
     def engine_options(self) -> dict[str, str]:
         return {
