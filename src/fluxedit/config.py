@@ -116,6 +116,19 @@ class Settings(BaseSettings):
     """Seconds to hold a batch open for similar predictions to arrive (0: batch only what is queued)."""
     drain_timeout: float = Field(60.0, ge=0)
     """On SIGTERM, seconds to let running work finish before it is re-queued."""
+
+    # Webhooks (kept in the database until delivered: docs/operations.md, "Webhook outbox")
+    webhook_retry_base: float = Field(5.0, gt=0, allow_inf_nan=False)
+    """Seconds before the first retry of a failed webhook; each next wait doubles (minus up to half, at random)."""
+    webhook_retry_max_delay: float = Field(300.0, gt=0, allow_inf_nan=False)
+    """The longest wait between two tries of a webhook, in seconds."""
+    webhook_retry_window: float = Field(3600.0, ge=0, allow_inf_nan=False)
+    """Seconds after it was made that a webhook is still retried (the last try is at the end); then given up."""
+    webhook_concurrency: int = Field(16, ge=1)
+    """Webhook POSTs under way at once, at most; the others wait their turn in the outbox."""
+    webhook_timeout: float = Field(10.0, gt=0, allow_inf_nan=False)
+    """Seconds one webhook POST may take before it counts as failed."""
+
     cancel_grace: float = Field(30.0, gt=0, allow_inf_nan=False)
     """Seconds a worker may take to honour a cancel (it does at the next step) before it is killed; never while
     other predictions of its batch still run."""

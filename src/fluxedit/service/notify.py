@@ -8,7 +8,6 @@ A dialect format (Replicate's) fires on the events its caller chose: start, outp
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,6 +53,7 @@ class PredictionWebhooks:
 
     def register(self, name: str, webhook_format: WebhookFormat) -> None:
         self.formats[name] = webhook_format
+        self.sender.register_signer(name, webhook_format.signer)  # stored deliveries name their signer
 
     def changed(self, prediction: Prediction, previous_status: str | None, logged: bool) -> None:
         """Called by the runner after a prediction with a webhook was created or changed status."""
@@ -69,14 +69,7 @@ class PredictionWebhooks:
             if chosen is None:  # a status change must never fail over a webhook
                 log.warning("no webhook format %r: webhook of %s not sent", prediction.webhook_format, prediction.id)
                 return
-            message_id = "msg_" + secrets.token_hex(12)  # one per call, kept across its retries
-            self.sender.send(
-                prediction.webhook_url,
-                chosen.payload(prediction),
-                prediction.webhook_secret,
-                delivery_id=message_id,
-                signer=chosen.signer,
-            )
+            self._enqueue(prediction, chosen.payload(prediction), prediction.webhook_format)
 
     def payload(self, prediction: Prediction) -> dict:
         if prediction.status == "success":
@@ -93,9 +86,21 @@ class PredictionWebhooks:
         }
 
     def deliver(self, prediction: Prediction) -> None:
-        self.sender.send(
-            prediction.webhook_url, self.payload(prediction), prediction.webhook_secret, delivery_id=prediction.id
-        )
+        self._enqueue(prediction, self.payload(prediction), None)
+
+    def _enqueue(self, prediction: Prediction, payload: dict, signer: str | None) -> None:
+        """Into the outbox: sent in the background, retried, and kept across restarts until it arrives."""
+        try:
+            self.sender.enqueue(
+                prediction.id,
+                prediction.webhook_url,
+                payload,
+                prediction.webhook_secret,
+                signer=signer,
+                prediction_status=prediction.status,
+            )
+        except Exception:  # a status change must never fail over a webhook
+            log.exception("webhook of %s (%s) could not be stored; not sent", prediction.id, prediction.status)
 
     def _url(self, base_url: str, file_id: str) -> str | None:
         record = self.files.get(file_id)

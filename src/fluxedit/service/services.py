@@ -22,6 +22,7 @@ from .quota import StorageQuota
 from .retention import Retention, sweep_forever
 from .runner import Runner
 from .trainings import TrainingRunner
+from .webhook_schedule import RetrySchedule
 from .webhooks import WebhookSender
 
 
@@ -53,7 +54,13 @@ class Services:
         keys = KeyRing(sessions)
         hub = EventHub()
         metrics = ServiceMetrics()
-        sender = WebhookSender(policy)
+        sender = WebhookSender(
+            sessions,
+            policy,
+            RetrySchedule(settings.webhook_retry_base, settings.webhook_retry_max_delay, settings.webhook_retry_window),
+            max_concurrent=settings.webhook_concurrency,
+            timeout_s=settings.webhook_timeout,
+        )
         loras = LoraStore(
             settings.data_dir / "loras", sessions, settings.lora_max_bytes, settings.lora_cache_bytes, quota
         )

@@ -1,30 +1,39 @@
-"""Webhooks as the seed platform sends them: signed JSON POSTs, retried in the background.
+"""Webhooks as the seed platform sends them: signed JSON POSTs, kept in the outbox and retried in the background.
 
 The signature is HMAC-SHA256 over "<timestamp>.<raw body>", so a receiver can check both that we
-sent it and that it is fresh. Delivery never runs on the caller's time: send() only schedules it.
+sent it and that it is fresh. Delivery never runs on the caller's time: enqueue() only stores it.
+Each try is signed as it is sent, so a retry an hour later still carries a fresh timestamp.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from ..schema import InputDownloadError, InputError
+from ..store.models import utcnow
 from .fetch import UrlPolicy, post_checked
+from .webhook_outbox import Claimed, Ended, WebhookOutbox
+from .webhook_schedule import RetrySchedule
 
 log = logging.getLogger(__name__)
 
 TIMESTAMP_HEADER = "X-Webhook-Timestamp"
 SIGNATURE_HEADER = "X-Webhook-Signature"
-# Seconds to wait before each try: 650 s of waiting, so a receiver gets over ten minutes to come back.
-DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0, 5, 15, 30, 60, 120, 180, 240)
+POLL_S = 5.0  # look for due deliveries at least this often (another server sharing the database adds some)
+LEASE_SLACK_S = 30.0  # a claimed try lapses this long after its timeout: a server killed mid-try loses nothing
+STOP_GRACE_S = 2.0  # at stop, tries under way may finish this long; the rest are logged as interrupted
 
-ResultCallback = Callable[[str, int, bool, str], None]  # (delivery_id, attempts, delivered, last_error)
+# Called when a delivery ends: (delivery_id, attempts, delivered, last_error).
+ResultCallback = Callable[[str, int, bool, str], None]
 # Another dialect's signature: (secret, delivery_id, timestamp, body) -> the headers to add to the POST.
 HeaderSigner = Callable[[str, str, int, bytes], dict[str, str]]
 
@@ -54,124 +63,175 @@ def _mac(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class WebhookSender:
-    """Delivers webhooks in background tasks on the event loop that called start()."""
+    """Stores deliveries in the outbox and sends them from a task on the event loop that called start().
+
+    One pump claims due deliveries, at most `max_concurrent` tries at a time, each in its own task, so
+    a slow or dead receiver never holds up the others or the queue; after a restart it resumes them.
+    """
 
     def __init__(
         self,
+        sessions: sessionmaker[Session],
         policy: UrlPolicy,
-        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        schedule: RetrySchedule | None = None,
         on_result: ResultCallback | None = None,
         max_concurrent: int = 16,
         *,
         timeout_s: float = 10.0,
     ):
-        if not retry_delays:
-            raise ValueError("retry_delays needs at least one entry (the first try)")
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self.outbox = WebhookOutbox(sessions)
+        self.schedule = schedule or RetrySchedule()
         self._policy = policy
-        self._delays = tuple(retry_delays)
         self._on_result = on_result
         self._max_concurrent = max_concurrent
         self._timeout_s = timeout_s
+        self._signers: dict[str, HeaderSigner] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._semaphore: asyncio.Semaphore | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._stopped = False
+        self._wake: asyncio.Event | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._tries: dict[str, asyncio.Task[None]] = {}  # delivery id -> its try under way
+        self._stopping = False
+
+    def register_signer(self, name: str, signer: HeaderSigner) -> None:
+        """A dialect's signature, named as its deliveries name it (they outlive this process)."""
+        self._signers[name] = signer
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._semaphore = asyncio.Semaphore(self._max_concurrent)
-        self._stopped = False
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._pump_task = self._loop.create_task(self._pump())
 
     async def stop(self) -> None:
-        """Cancel every pending delivery (each is reported as not delivered) and wait for them to unwind."""
-        self._stopped = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop sending; tries under way get a moment to finish. Whatever is pending stays for the next start."""
+        self._stopping = True  # besides the cancel: wait_for can swallow one that comes as the wake-up does
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            await asyncio.gather(self._pump_task, return_exceptions=True)
+            self._pump_task = None
+        tries = list(self._tries.values())
+        if tries:
+            await asyncio.wait(tries, timeout=STOP_GRACE_S)
+            for task in tries:
+                task.cancel()
+            await asyncio.gather(*tries, return_exceptions=True)
+        self._loop = None
 
-    def send(
-        self, url: str, payload: dict, secret: str | None, delivery_id: str, signer: HeaderSigner | None = None
-    ) -> None:
-        """Schedule a delivery and return at once; safe to call from the loop or from another thread.
+    def enqueue(
+        self,
+        prediction_id: str,
+        url: str,
+        payload: dict,
+        secret: str | None,
+        *,
+        signer: str | None = None,
+        prediction_status: str = "",
+    ) -> str:
+        """Store a delivery and return its id at once; safe to call from the loop or from another thread.
 
-        With `signer`, that function signs each try instead of the X-Webhook-Signature scheme."""
-        if self._loop is None:
-            raise RuntimeError("WebhookSender.send() called before start()")
-        body = json.dumps(payload, separators=(",", ":")).encode()  # these exact bytes are signed and sent
+        With `signer` (a registered name), that dialect signs each try instead of the X-Webhook-Signature scheme."""
+        body = json.dumps(payload, separators=(",", ":"))  # these exact bytes are signed and sent, every try
+        delivery_id = self.outbox.add(prediction_id, url, body, secret, signer, prediction_status)
+        self._poke()
+        return delivery_id
+
+    def _poke(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None:
+            return  # not started: the pump finds it when it starts
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is self._loop:
-            self._spawn(url, body, secret, delivery_id, signer)
+        if running is loop:
+            wake.set()
             return
-        try:
-            self._loop.call_soon_threadsafe(self._spawn, url, body, secret, delivery_id, signer)
-        except RuntimeError:  # the loop is closed: the service is shutting down
-            self._report(delivery_id, 0, False, "the server stopped before delivery")
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the next start sends it
+            loop.call_soon_threadsafe(wake.set)
 
-    def _spawn(
-        self, url: str, body: bytes, secret: str | None, delivery_id: str, signer: HeaderSigner | None = None
-    ) -> None:
-        if self._stopped or self._loop is None:
-            self._report(delivery_id, 0, False, "the server stopped before delivery")
-            return
-        task = self._loop.create_task(self._deliver(url, body, secret, delivery_id, signer))
-        self._tasks.add(task)  # a reference, so the task is not garbage-collected mid-flight
-        task.add_done_callback(self._tasks.discard)
-
-    async def _deliver(
-        self, url: str, body: bytes, secret: str | None, delivery_id: str, signer: HeaderSigner | None = None
-    ) -> None:
-        attempts, delivered, last_error = 0, False, ""
-        try:
-            for delay in self._delays:
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                attempts += 1
-                delivered, last_error, retry = await self._attempt(url, body, secret, delivery_id, signer)
-                if delivered or not retry:
-                    break
-        except asyncio.CancelledError:
-            last_error = "the server stopped before delivery" + (f" (last error: {last_error})" if last_error else "")
-            raise
-        finally:
-            self._report(delivery_id, attempts, delivered, last_error)
-
-    async def _attempt(
-        self, url: str, body: bytes, secret: str | None, delivery_id: str = "", signer: HeaderSigner | None = None
-    ) -> tuple[bool, str, bool]:
-        """One POST: (delivered, error, worth retrying)."""
-        assert self._semaphore is not None
-        async with self._semaphore:
-            headers = {"Content-Type": "application/json"}
-            if secret:
-                timestamp = int(time.time())  # taken per try, so a late retry is still fresh for the receiver
-                if signer is not None:
-                    headers.update(signer(secret, delivery_id, timestamp, body))
-                else:
-                    headers[TIMESTAMP_HEADER] = str(timestamp)
-                    headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+    async def _pump(self) -> None:
+        assert self._wake is not None
+        while not self._stopping:
+            self._wake.clear()
             try:
-                status = await post_checked(url, body, headers, self._policy, self._timeout_s)
-            except InputDownloadError as error:
-                return False, error.problem, True
-            except InputError as error:
-                return False, error.problem, False  # a refused or invalid URL stays refused
-            except Exception as error:  # a bug here must not kill the delivery task silently
-                log.exception("webhook POST to %s failed unexpectedly", url)
-                return False, f"unexpected error: {error!r}", True
+                wait_s = self._launch_due()
+            except Exception:  # a database hiccup must not end the sending for good
+                log.exception("webhook outbox: could not read the due deliveries; trying again shortly")
+                wait_s = POLL_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait_s)
+
+    def _launch_due(self) -> float:
+        """Start a try for each due delivery there is room for; the seconds until the pump should look again."""
+        assert self._loop is not None
+        now = utcnow()
+        lease_s = self._timeout_s + LEASE_SLACK_S
+        for delivery in self.outbox.claim_due(now, self._max_concurrent - len(self._tries), lease_s, set(self._tries)):
+            task = self._loop.create_task(self._try(delivery))
+            self._tries[delivery.id] = task
+            task.add_done_callback(lambda _, key=delivery.id: self._tries.pop(key, None))
+        if len(self._tries) >= self._max_concurrent:
+            return POLL_S  # a try that ends wakes the pump
+        upcoming = self.outbox.next_due(now, set(self._tries))
+        if upcoming is None:
+            return POLL_S
+        return min(POLL_S, max(0.05, (upcoming - utcnow()).total_seconds()))
+
+    async def _try(self, delivery: Claimed) -> None:
+        tried_at, started = utcnow(), time.monotonic()
+        try:
+            try:
+                status, error, retry = await self._post(delivery)
+            except asyncio.CancelledError:
+                self.outbox.interrupted(delivery.id, tried_at, time.monotonic() - started)
+                raise
+            ended = self._record(delivery, tried_at, time.monotonic() - started, status, error, retry)
+        finally:
+            self._tries.pop(delivery.id, None)  # now, not in a done callback: the pump may look before those run
+            if self._wake is not None:
+                self._wake.set()  # room for another try, or a new due time
+        if ended is not None:
+            self._report(ended.id, ended.attempts, ended.delivered, ended.last_error)
+
+    def _record(self, delivery: Claimed, tried_at, seconds: float, status, error, retry: bool) -> Ended | None:
+        try:
+            return self.outbox.record(delivery.id, tried_at, seconds, status, error, retry, self.schedule)
+        except Exception:  # the claim lapses and the try is made again: at least once, never lost
+            log.exception("webhook %s: could not record its try", delivery.id)
+            return None
+
+    async def _post(self, delivery: Claimed) -> tuple[int | None, str | None, bool]:
+        """One POST: (HTTP status, error or None when delivered, worth retrying)."""
+        headers = {"Content-Type": "application/json"}
+        if delivery.secret:
+            timestamp = int(time.time())  # taken per try, so a late retry is still fresh for the receiver
+            if delivery.signer is None:
+                headers[TIMESTAMP_HEADER] = str(timestamp)
+                headers[SIGNATURE_HEADER] = sign(delivery.secret, timestamp, delivery.body)
+            elif (signer := self._signers.get(delivery.signer)) is not None:
+                headers.update(signer(delivery.secret, delivery.id, timestamp, delivery.body))
+            else:
+                return None, f"this server has no webhook signer {delivery.signer!r}", False
+        try:
+            status = await post_checked(delivery.url, delivery.body, headers, self._policy, self._timeout_s)
+        except InputDownloadError as error:
+            return None, error.problem, True
+        except InputError as error:
+            return None, error.problem, False  # a refused or invalid URL stays refused
+        except Exception as error:  # a bug here must not kill the delivery silently
+            log.exception("webhook POST to %s failed unexpectedly", delivery.url)
+            return None, f"unexpected error: {error!r}", True
         if 200 <= status < 300:
-            return True, "", False
-        return False, f"the receiver answered HTTP {status}", True
+            return status, None, False
+        return status, f"the receiver answered HTTP {status}", True
 
     def _report(self, delivery_id: str, attempts: int, delivered: bool, last_error: str) -> None:
         if delivered:
             log.info("webhook %s delivered after %d attempt(s)", delivery_id, attempts)
         else:
-            log.warning("webhook %s not delivered after %d attempt(s): %s", delivery_id, attempts, last_error)
+            log.warning("webhook %s given up after %d attempt(s): %s", delivery_id, attempts, last_error)
         if self._on_result is None:
             return
         try:

@@ -148,3 +148,27 @@ class Training(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookDelivery(Base):
+    """One webhook call to make (the outbox): kept until it is delivered or given up, so a restart resumes it."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # also Standard Webhooks' webhook-id
+    prediction_id: Mapped[str] = mapped_column(String(40), index=True)
+    prediction_status: Mapped[str] = mapped_column(String(16))  # the change that made this call
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)  # the exact JSON sent on every try; each try is signed as it is sent
+    secret: Mapped[str | None] = mapped_column(Text, nullable=True)  # cleared once the delivery has ended
+    signer: Mapped[str | None] = mapped_column(String(16), nullable=True)  # None: the seed's; else a dialect's
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    tries: Mapped[list] = mapped_column(JSON, default=list)  # each try: when, the HTTP status or the error
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # None: ended
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # a try is on
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    given_up_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
