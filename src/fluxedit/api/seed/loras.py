@@ -80,4 +80,4 @@ async def delete_lora(request: Request, name: str, who: Caller = Depends(caller)
     record = store.find(who, name)
     if record is None:
         raise not_found(f"LoRA {name}")
-    store.unregister(record)
+    await asyncio.to_thread(store.unregister, record)  # may delete files of up to 2 GB: off the loop
