@@ -21,9 +21,7 @@ MAX_SHOWN_CHARS = 80  # of a refused value, in its message
 
 
 async def json_body(request: Request) -> dict:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > MAX_JSON_BYTES:
-        raise ApiError(413, f"request body: is larger than {MAX_JSON_BYTES // 2**20} MB")
+    # Its size is capped while it streams, declared or chunked, by body_limit.py (FLUXEDIT_MAX_JSON_BYTES).
     return parse_json_object(await request.body())
 
 

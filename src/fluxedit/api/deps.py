@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import re
+import math
 
 from fastapi import Request
 from httpx import URL
 
+from ..schema import InputError
 from ..service.keys import Caller
 from ..service.services import Services
 from ..store.models import Prediction
 from .errors import ApiError, not_found
 
 MAX_WAIT_S = 60.0
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait(?:=(\d+(?:\.\d+)?))?", re.IGNORECASE)
 OPEN_CALLER = Caller(None, "open")
 
 
@@ -46,16 +46,39 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def requested_wait(request: Request, query_wait: float | None, cap: float = MAX_WAIT_S) -> float:
-    """Seconds to hold the answer: ?wait=N or 'Prefer: wait=N', at most `cap`."""
+def requested_wait(request: Request, query_wait: str | float | None, cap: float = MAX_WAIT_S) -> float:
+    """Seconds to hold the answer: ?wait=N or 'Prefer: wait=N', at most `cap` (a longer wait is cut to it).
+
+    Anything but a finite number of seconds >= 0 is refused (422): a NaN or infinite value would reach the
+    event loop's timers, which it breaks for every request. A bare 'Prefer: wait' asks for the cap.
+    """
     if query_wait is not None:
-        if query_wait < 0:
-            raise ApiError(422, f"wait: must be at least 0 (got {query_wait:g})")
-        return min(query_wait, cap)
-    match = _PREFER_WAIT.search(request.headers.get("prefer", ""))
-    if match is None:
+        return min(_seconds(query_wait, "wait"), cap)
+    preferred = _prefer_wait(request.headers.get("prefer", ""))
+    if preferred is None:
         return 0.0
-    return min(float(match.group(1)) if match.group(1) else cap, cap)
+    if preferred == "":
+        return cap
+    return min(_seconds(preferred, "wait", " in the 'Prefer: wait' header"), cap)
+
+
+def _prefer_wait(header: str) -> str | None:
+    """The value of the `wait` preference ("" when bare), None without one; other preferences are ignored."""
+    for preference in header.split(","):
+        name, _, value = preference.split(";", 1)[0].partition("=")
+        if name.strip().lower() == "wait":
+            return value.strip().strip('"')
+    return None
+
+
+def _seconds(value: str | float, field: str, where: str = "") -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InputError(field, f"must be a number of seconds from 0 to {MAX_WAIT_S:g} (got {value!r}{where})")
+    return seconds
 
 
 def base_url(request: Request) -> str:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..imaging.decode import decode_image
+from ..imaging.decode import decode_image_async
 from ..schema import EditInput, InputError
 from ..store.files import CONTENT_TYPES, FileStore
 from ..store.models import StoredFile
@@ -103,7 +103,7 @@ class InputResolver:
         )
 
     async def _store(self, data: bytes, field: str, caller: Caller, filename: str) -> StoredFile:
-        decoded = await asyncio.to_thread(decode_image, data, field)
+        decoded = await decode_image_async(data, field)  # off the loop, within the decode budget
         return await asyncio.to_thread(
             self.files.put,
             data,
@@ -111,7 +111,7 @@ class InputResolver:
             content_type=CONTENT_TYPES[decoded.format.value],
             filename=filename,
             owner_key_id=caller.key_id,
-            size=decoded.image.size,
+            size=decoded.original_size,
         )
 
 
