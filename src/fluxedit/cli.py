@@ -366,6 +366,7 @@ def serve(
     import uvicorn
 
     from .api.app import create_app
+    from .service.access import is_loopback_host
     from .service.keys import KeyRing
     from .store.database import open_database
 
@@ -383,10 +384,11 @@ def serve(
         }
     )  # fmt: skip
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    open_to_all = not _is_loopback(settings.host) and not settings.allow_unauthenticated
-    if open_to_all and not KeyRing(open_database(settings.resolved_database_url)).any_active():
+    keys = KeyRing(open_database(settings.resolved_database_url))
+    if not is_loopback_host(settings.host) and not settings.allow_unauthenticated and not keys.any_active():
+        revoked = " (every key is revoked, so it would refuse every request)" if keys.ever_had_keys() else ""
         raise fail(
-            f"refusing to listen on {settings.host} without API keys: anyone who can reach it could use "
+            f"refusing to listen on {settings.host} without API keys{revoked}: anyone who can reach it could use "
             "your GPU. Create one with `fluxedit keys create NAME`, or pass --allow-unauthenticated."
         )
     console.print(
@@ -396,17 +398,6 @@ def serve(
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5
     )
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _key_ring(data_dir: Path | None):
@@ -425,9 +416,12 @@ def keys_create(
     data_dir: DataDirOption = None,
 ) -> None:
     """Create a key and print it (it is stored hashed: this is the only time it is shown)."""
-    record, key = _key_ring(data_dir).create(name, limit)
+    made = _key_ring(data_dir).create(name, limit)
+    record = made.record
+    if made.adopted:  # the first key owns what was made before keys existed; say so, or it seems lost
+        console.print(f"key {record.name!r} adopted {made.adopted} made without a key", highlight=False)
     console.print(f"created key {record.name!r} (id {record.id}); keep it now, it is not shown again:", highlight=False)
-    print(key)
+    print(made.key)
 
 
 @keys_app.command("list")

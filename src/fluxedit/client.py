@@ -45,6 +45,7 @@ MAX_WAIT_SLICE_S = 60.0  # the server holds a long-poll at most this long
 MAX_PAGE = 100  # the server's largest list page
 MIN_POLL_INTERVAL_S = 0.5  # guards against a tight loop should a long-poll come back early
 STREAM_READ_TIMEOUT_S = 60.0  # the server sends a keep-alive every 15 s, so a silent minute means trouble
+MAX_RETRY_AFTER_S = 60.0  # a 429 asking to wait longer than this is raised at once rather than slept through
 # Strings the server resolves itself: URLs, data URIs and ids of its own files.
 _REMOTE = re.compile(r"^(?:https?://|data:|file_[A-Za-z0-9_-]{10,40}$)", re.IGNORECASE)
 
@@ -60,7 +61,7 @@ class ApiError(FluxeditError):
     def __init__(self, status_code: int, message: str, retry_after: float | None = None):
         self.status_code = status_code
         self.message = message
-        self.retry_after = retry_after  # seconds, when the server said (429 queue full)
+        self.retry_after = retry_after  # seconds, when the server said (429: a rate limit or a full queue)
         super().__init__(f"{status_code}: {message}")
 
 
@@ -131,8 +132,13 @@ class EditedImage:
 class Client:
     """A fluxedit server. Keys and the address come from FLUXEDIT_API_KEY / FLUXEDIT_BASE_URL when not given."""
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0):
+    def __init__(
+        self, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0, max_retries: int = 3
+    ):
+        """`max_retries`: how often a request refused with 429 (rate limit, full queue) is sent again after the
+        server's Retry-After; nothing was created by a refused request, so sending it again is safe."""
         self.base_url = (base_url or os.environ.get("FLUXEDIT_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.max_retries = max_retries
         self.api_key = api_key or os.environ.get("FLUXEDIT_API_KEY") or None
         self.timeout = timeout
         headers = {"User-Agent": f"fluxedit-python/{__version__}"}
@@ -271,10 +277,17 @@ class Client:
         return EditedImage(url=url, data=response.content, content_type=content_type)
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        response = self._http.request(method, url, **kwargs)
-        if response.is_error:
-            raise _api_error(response)
-        return response
+        retries = 0
+        while True:
+            response = self._http.request(method, url, **kwargs)
+            if not response.is_error:
+                return response
+            error = _api_error(response)
+            wait = error.retry_after
+            if error.status_code != 429 or wait is None or wait > MAX_RETRY_AFTER_S or retries >= self.max_retries:
+                raise error
+            time.sleep(wait)  # the server said when to come back (rate limit, full queue)
+            retries += 1
 
 
 def _prediction_path(prediction_id: str, action: str = "") -> str:

@@ -107,6 +107,15 @@ class Settings(BaseSettings):
     price_per_image: float = 0.025
     max_queue: int = 1000
     """Predictions waiting at most; past it, creation answers 429."""
+    max_queue_per_key: int = Field(200, ge=0)
+    """Predictions one key (or the keyless caller) may have waiting; past it, its creates answer 429 with
+    Retry-After, so one caller cannot fill the whole queue. 0: no per-key limit."""
+    rate_limit: int = Field(600, ge=0)
+    """Predictions one key may create per minute, every create request counting; past it, 429 with Retry-After.
+    0: no limit."""
+    rate_limit_burst: int = Field(0, ge=0)
+    """Creates one key may send at once before the rate limit spaces them out (a token bucket's size);
+    0: a minute's worth (rate_limit)."""
     execution_timeout: float = Field(600.0, gt=0)
     """Seconds one prediction may run before it fails with EXECUTION_TIMEOUT."""
     batch_max: int = 0

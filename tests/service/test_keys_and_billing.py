@@ -79,15 +79,23 @@ def test_revoked_key_is_refused(keyed):
 
 def test_costs_usage_and_the_spending_limit(keyed):
     server, keys = keyed
+    with server.client(keys["bob"]) as bob:
+        photo = upload(bob, PHOTO)["id"]
+        wide = wait_done(bob, create(bob, image_url=photo, num_inference_steps=1, resolution_mode="21:9"))
+        assert (wide["width"], wide["height"]) == (1568, 672)  # 1,053,696 pixels: two units
+        assert wide["metrics"]["cost"] == 0.05
     with server.client(keys["capped"]) as capped:
         photo = upload(capped, PHOTO)["id"]
         one = wait_done(capped, create(capped, image_url=photo, num_inference_steps=1))
         assert one["metrics"]["cost"] == 0.025  # 1184x880 is under 1,048,576 pixels: one unit
-        wide = wait_done(capped, create(capped, image_url=photo, num_inference_steps=1, resolution_mode="21:9"))
-        assert (wide["width"], wide["height"]) == (1568, 672)  # 1,053,696 pixels: two units
-        assert wide["metrics"]["cost"] == 0.05
+        too_dear = capped.post("/v1/prediction", json={"input": {"prompt": "x", "image_url": photo,
+                                                                 "resolution_mode": "21:9"}})  # fmt: skip
+        assert too_dear.status_code == 402  # $0.025 + $0.05 would pass the limit: refused before it runs
+        assert "($0.050) would pass this key's $0.05 spending limit: $0.025 spent" in too_dear.json()["error"]
+        two = wait_done(capped, create(capped, image_url=photo, num_inference_steps=1))
+        assert two["metrics"]["cost"] == 0.025
         usage = capped.get("/v1/usage").json()
-        assert usage["total"] == {"images": 2, "predictions": 2, "cost": 0.075}
+        assert usage["total"] == {"images": 2, "predictions": 2, "cost": 0.05}
         assert usage["data"][0]["images"] == 2 and usage["spending_limit"] == 0.05
         refused = capped.post("/v1/prediction", json={"input": {"prompt": "x", "image_url": photo}})
         assert refused.status_code == 402

@@ -8,6 +8,7 @@ from fastapi import Request
 from httpx import URL
 
 from ..schema import InputError
+from ..service.access import why_a_key_is_needed
 from ..service.keys import Caller
 from ..service.services import Services
 from ..store.models import Prediction
@@ -22,16 +23,14 @@ def services(request: Request) -> Services:
 
 
 def caller(request: Request) -> Caller:
-    """The key's owner; 401 for a missing or wrong key while keys exist, the open caller otherwise."""
+    """The key's owner; 401 for a missing, unknown or revoked key once keys have existed (or beyond loopback)."""
     found = services(request)
+    reason = why_a_key_is_needed(found.keys, found.settings.host, found.settings.allow_unauthenticated)
+    if reason is None:
+        return OPEN_CALLER  # no key has ever existed and only this machine can connect (or it was allowed)
     key = _presented_key(request)
-    if not found.keys.any_active():
-        return OPEN_CALLER
     if key is None:
-        raise ApiError(
-            401, "an API key is required: send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
-            {"WWW-Authenticate": "Bearer"},
-        )  # fmt: skip
+        raise ApiError(401, reason, {"WWW-Authenticate": "Bearer"})
     who = found.keys.authenticate(key)
     if who is None:
         raise ApiError(401, "the API key is not valid (unknown or revoked)", {"WWW-Authenticate": "Bearer"})

@@ -16,8 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..schema import InputError
+from ..service.admission import SpendingLimitReached, TooManyRequests
 from ..service.quota import QuotaExceeded
-from ..service.runner import NoWorkers, QueueFull, SpendingLimitReached
+from ..service.runner import NoWorkers
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,9 @@ def install_error_handlers(app: FastAPI, shapes: Sequence[ErrorShape] = ()) -> N
     async def _input_error(request: Request, error: InputError):
         return reply(request, 422, str(error), field=error.field)
 
-    @app.exception_handler(QueueFull)
-    async def _queue_full(request: Request, error: QueueFull):
-        return reply(request, 429, str(error), {"Retry-After": "10"}, code="queue_full")
+    @app.exception_handler(TooManyRequests)  # a full queue, a rate limit: both free up with time
+    async def _too_many(request: Request, error: TooManyRequests):
+        return reply(request, 429, str(error), {"Retry-After": str(error.retry_after)}, code=error.code)
 
     @app.exception_handler(SpendingLimitReached)
     async def _limit(request: Request, error: SpendingLimitReached):

@@ -21,7 +21,9 @@ from ..resolution import nearest_preferred_size, output_size
 from ..schema import MODEL_SLUG, EditInput, FluxeditError, InputDownloadError, InputError
 from ..store.files import CONTENT_TYPES, EXTENSIONS, FileStore
 from ..store.models import Prediction, utcnow
+from .admission import Admission, price_ceiling
 from .events import EventHub
+from .fairness import KeyTurns
 from .inputs import InputResolver
 from .keys import Caller, KeyRing
 from .metrics import ServiceMetrics
@@ -37,16 +39,9 @@ RUNNING = frozenset({STARTING, PROCESSING})
 MAX_ATTEMPTS = 2  # a prediction interrupted by a server stop runs once more, then fails
 CANCEL_GRACE_S = 30.0  # a worker that ignores a cancel this long is killed
 VERSION = "1.0"
-BATCH_SCAN = 64  # queued predictions looked at when filling a batch
+BATCH_SCAN = 64  # queued predictions of the key whose turn it is looked at when filling a batch
+BATCH_KEYS, BATCH_SCAN_PER_KEY = 8, 8  # and of the next keys in turn, to share a batch between keys
 GPU_BATCH_IMAGES = 4
-
-
-class QueueFull(FluxeditError):
-    pass
-
-
-class SpendingLimitReached(FluxeditError):
-    pass
 
 
 class NoWorkers(FluxeditError):
@@ -67,6 +62,9 @@ class Runner:
         price_per_image: float,
         max_queue: int,
         execution_timeout: float,
+        max_queue_per_key: int = 0,
+        rate_limit: int = 0,
+        rate_limit_burst: int = 0,
         batch_max: int = 1,
         batch_wait: float = 0.0,
         lora_resolver=None,
@@ -81,7 +79,10 @@ class Runner:
         self.metrics = metrics
         self.webhooks = webhooks
         self.price_per_image = price_per_image
-        self.max_queue = max_queue
+        self.admission = Admission(
+            max_queue=max_queue, max_queue_per_key=max_queue_per_key, rate_limit=rate_limit, burst=rate_limit_burst
+        )
+        self.turns = KeyTurns()  # keys with queued work take turns at the workers
         self.execution_timeout = execution_timeout
         self.batch_max = batch_max  # images one batch may hold; 1 runs every prediction alone; 0: by device
         self.batch_wait = batch_wait  # seconds to hold a batch open for similar work
@@ -159,7 +160,8 @@ class Runner:
         webhook_format: str | None = None,
         webhook_events: list[str] | None = None,
     ) -> Prediction:
-        self._check_admission(caller)
+        self.admission.take_rate_token(caller)
+        self._check_admission(caller, self.price_per_image * edit_input.num_images)  # early: before storing inputs
         if edit_input.loras and self.lora_resolver is None:
             raise InputError("input.loras", "LoRA adapters are not enabled on this server")
         for index, lora in enumerate(edit_input.loras):
@@ -189,8 +191,12 @@ class Runner:
         )
         if all(stored):
             self._price(prediction, stored[0].width, stored[0].height, edit_input)
-        with self.sessions.begin() as session:
+        else:
+            prediction.cost = price_ceiling(edit_input, self.price_per_image)  # reserved; _prepare settles it
+        with self.sessions.begin() as session:  # no await from here to the commit: the check holds
             session.add(prediction)
+            session.flush()  # the insert takes the write lock first, so the counts see every other create
+            self._check_admission(caller, prediction.cost, session, prediction.id)
         self.hub.publish(prediction.id, {"type": "status", "status": QUEUED})
         if webhook_url is not None:
             self.webhooks.changed(prediction, None, logged=False)
@@ -201,20 +207,16 @@ class Runner:
         self._refresh_queue_gauge()
         return prediction
 
-    def _check_admission(self, caller: Caller) -> None:
+    def _check_admission(self, caller: Caller, cost: float, session: Session | None = None, new_id=None) -> None:
+        """Refuse what cannot or may not run: no worker left, a full queue, a passed spending limit."""
         workers = self.pool.workers
         if workers and all(w.state == "failed" for w in workers):
             raise NoWorkers(f"no worker can run predictions: {workers[0].reason}")
+        if session is not None:
+            self.admission.check(session, caller, cost, new_id)
+            return
         with self.sessions() as session:
-            waiting = session.scalar(select(func.count()).where(Prediction.status == QUEUED))
-        if waiting >= self.max_queue:
-            raise QueueFull(f"the queue is full ({waiting} predictions waiting, at most {self.max_queue}); retry later")
-        if caller.spending_limit is not None:
-            spent = self.keys.spent(caller.key_id)
-            if spent >= caller.spending_limit:
-                raise SpendingLimitReached(
-                    f"this key has spent ${spent:.3f} of its ${caller.spending_limit:.2f} spending limit"
-                )
+            self.admission.check(session, caller, cost)
 
     def _price(self, prediction: Prediction, width: int, height: int, edit_input: EditInput) -> None:
         out_w, out_h = output_size(edit_input.resolution_mode, width, height)
@@ -336,26 +338,49 @@ class Runner:
             self.pool.submit_training(worker, job)
 
     def _next_batch(self) -> list[Prediction]:
-        """The oldest ready prediction, with younger ones that can share its batch (same batch key)."""
+        """The oldest ready prediction of the key whose turn it is (self.turns), with others that can share its
+        batch (same batch key), taken from the keys in turn order, one each in rounds."""
         with self.sessions() as session:
-            ready = list(
-                session.scalars(
-                    select(Prediction)
+            oldest = dict(
+                session.execute(
+                    select(Prediction.owner_key_id, func.min(Prediction.created_at))
                     .where(Prediction.status == QUEUED, Prediction.inputs_ready)
-                    .order_by(Prediction.created_at, Prediction.id)
-                    .limit(BATCH_SCAN)
-                )
+                    .group_by(Prediction.owner_key_id)
+                ).all()
             )
-        if not ready:
-            return []
-        first, batch = ready[0], [ready[0]]
-        if self._batch_limit() <= 1:
-            return batch
-        key = self._batch_key(first)
-        for candidate in ready[1:]:
-            fits = self._images(batch) + self._images([candidate]) <= self._batch_limit()
-            if fits and self._batch_key(candidate) == key:
-                batch.append(candidate)
+            if not oldest:
+                return []
+            keys = self.turns.order(oldest)
+            if self._batch_limit() <= 1:
+                return self._ready_of(session, keys[0], 1)
+            queues = [self._ready_of(session, keys[0], BATCH_SCAN)]
+            queues += [self._ready_of(session, key, BATCH_SCAN_PER_KEY) for key in keys[1:BATCH_KEYS]]
+        return self._fill_batch(queues)
+
+    @staticmethod
+    def _ready_of(session: Session, key: str | None, limit: int) -> list[Prediction]:
+        owned = Prediction.owner_key_id.is_(None) if key is None else Prediction.owner_key_id == key
+        query = select(Prediction).where(Prediction.status == QUEUED, Prediction.inputs_ready, owned)
+        return list(session.scalars(query.order_by(Prediction.created_at, Prediction.id).limit(limit)))
+
+    def _fill_batch(self, queues: list[list[Prediction]]) -> list[Prediction]:
+        """queues[0][0] and what can join it: one prediction per key and round, the other keys' first (queues[0]
+        already has its place), so no key fills a batch while another's fitting work waits."""
+        first, limit = queues[0][0], self._batch_limit()
+        batch, key = [first], self._batch_key(first)
+        in_rounds = queues[1:] + queues[:1]
+        fitting = [(p for p in queue if p is not first and self._batch_key(p) == key) for queue in in_rounds]
+        while fitting and self._images(batch) < limit:
+            for candidates in list(fitting):
+                if self._images(batch) >= limit:
+                    break
+                candidate = next(candidates, None)
+                while candidate is not None and self._images(batch) + self._images([candidate]) > limit:
+                    candidate = next(candidates, None)  # too many images for what is left: a smaller one may fit
+                if candidate is None:
+                    fitting.remove(candidates)
+                else:
+                    batch.append(candidate)
         return batch
 
     def _batch_key(self, prediction: Prediction) -> tuple:
@@ -388,6 +413,8 @@ class Runner:
         return sum(EditInput(**p.input).num_images for p in batch)
 
     def _start(self, batch: list[Prediction], worker) -> None:
+        for prediction in batch:  # in batch order: the key whose turn it was counts as served first
+            self.turns.served(prediction.owner_key_id)
         now = utcnow()
         note = f"starting on {worker.name}" + (f", in a batch of {len(batch)}" if len(batch) > 1 else "")
         jobs = []

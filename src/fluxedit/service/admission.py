@@ -1,0 +1,132 @@
+"""Whether a new prediction may join the queue: the queue limits, a per-key rate limit and the spending limit.
+
+The limits are checked inside the transaction that inserts the prediction, after the insert (which takes
+the database's write lock) and with no await in between, so concurrent creates cannot all pass one check.
+A key's spending counts the price of its queued and running predictions as well as its finished ones;
+a prediction whose input image is fetched later reserves the most it can cost until its size is known.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from ..resolution import ASPECT_RATIOS, output_size
+from ..schema import EditInput, FluxeditError
+from ..store.models import Prediction
+from .keys import Caller
+from .pricing import prediction_cost
+
+QUEUE_RETRY_AFTER_S = 10  # a full queue frees up as work runs; there is no exact time to give
+WAITING = "created"
+CHARGED = ("created", "starting", "processing", "success")  # reserved or spent; errors and cancels cost nothing
+# Every size match_input and auto can give is ~1 MP, sides rounded to 16, aspect at most 4:1 (imaging.decode):
+# under 2 MP, so at most 2 price units per image (tests/service/test_access.py checks it).
+MAX_UNITS_PER_IMAGE = 2
+
+
+class TooManyRequests(FluxeditError):
+    """A limit that frees up with time: 429 with Retry-After (whole seconds)."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: float = QUEUE_RETRY_AFTER_S):
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
+
+
+class QueueFull(TooManyRequests):
+    code = "queue_full"
+
+
+class RateLimited(TooManyRequests):
+    code = "rate_limit_exceeded"
+
+
+class SpendingLimitReached(FluxeditError):
+    pass
+
+
+def price_ceiling(edit_input: EditInput, price_per_image: float) -> float:
+    """The most a prediction can cost before its input image's size is known."""
+    if edit_input.resolution_mode in ASPECT_RATIOS:  # the output size does not depend on the input
+        width, height = output_size(edit_input.resolution_mode, 1, 1)
+        return prediction_cost(width, height, edit_input.num_images, price_per_image)
+    return round(MAX_UNITS_PER_IMAGE * edit_input.num_images * price_per_image, 6)
+
+
+class RateLimiter:
+    """A token bucket per key: `per_minute` tokens a minute, holding at most `burst` (default: a minute's worth)."""
+
+    def __init__(self, per_minute: int, burst: int = 0, clock: Callable[[], float] = time.monotonic):
+        self.per_minute = per_minute
+        self.burst = float(burst or per_minute)
+        self.clock = clock
+        self._buckets: dict[str | None, tuple[float, float]] = {}  # key -> (tokens, when counted)
+
+    def take(self, key: str | None) -> float:
+        """0 when a token was taken; otherwise the seconds until one is there (nothing is taken)."""
+        now = self.clock()
+        tokens, then = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.per_minute / 60)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) * 60 / self.per_minute
+        self._buckets[key] = (tokens - 1, now)
+        return 0.0
+
+
+class Admission:
+    def __init__(self, *, max_queue: int, max_queue_per_key: int = 0, rate_limit: int = 0, burst: int = 0):
+        self.max_queue = max_queue
+        self.max_queue_per_key = max_queue_per_key
+        self.rate = RateLimiter(rate_limit, burst) if rate_limit > 0 else None
+
+    def take_rate_token(self, caller: Caller) -> None:
+        """Every create attempt takes a token, admitted or not, so a flood of bad requests is limited too."""
+        if self.rate is None:
+            return
+        wait = self.rate.take(caller.key_id)
+        if wait > 0:
+            raise RateLimited(
+                f"rate limit: at most {self.rate.per_minute} predictions a minute per key; "
+                f"retry in {math.ceil(wait)} s",
+                retry_after=wait,
+            )
+
+    def check(self, session: Session, caller: Caller, cost: float, new_id: str | None = None) -> None:
+        """Refuse a prediction costing `cost` that would pass a limit. `new_id`: the prediction, already
+        inserted in this transaction, left out of the counts."""
+        others = [Prediction.id != new_id] if new_id else []
+        waiting = session.scalar(select(func.count()).where(Prediction.status == WAITING, *others))
+        if waiting >= self.max_queue:
+            raise QueueFull(f"the queue is full ({waiting} predictions waiting, at most {self.max_queue}); retry later")
+        mine = [Prediction.owner_key_id == caller.key_id, *others]
+        if self.max_queue_per_key > 0:
+            queued = session.scalar(select(func.count()).where(Prediction.status == WAITING, *mine))
+            if queued >= self.max_queue_per_key:
+                raise QueueFull(
+                    f"this key has {queued} predictions waiting, at most {self.max_queue_per_key} per key; "
+                    "retry when some have started"
+                )
+        if caller.spending_limit is not None:
+            self._check_spending(session, caller, cost, mine)
+
+    @staticmethod
+    def _check_spending(session: Session, caller: Caller, cost: float, mine: list) -> None:
+        success = Prediction.status == "success"
+        spent, reserved = session.execute(
+            select(
+                func.coalesce(func.sum(case((success, Prediction.cost), else_=0.0)), 0.0),
+                func.coalesce(func.sum(case((success, 0.0), else_=Prediction.cost)), 0.0),
+            ).where(Prediction.status.in_(CHARGED), *mine)
+        ).one()
+        if round(spent + reserved + cost, 6) > caller.spending_limit:
+            raise SpendingLimitReached(
+                f"this prediction (${cost:.3f}) would pass this key's ${caller.spending_limit:.2f} spending limit: "
+                f"${spent:.3f} spent and ${reserved:.3f} reserved by its queued and running predictions"
+            )
