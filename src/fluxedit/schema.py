@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from .resolution import RESOLUTION_MODES
 
@@ -38,10 +39,15 @@ class FluxeditError(Exception):
     """An error whose message is meant for a person, not a stack trace."""
 
 
+MAX_FIELD_NAME_CHARS = 200  # a field name is echoed in messages: an unknown 10 MB key is shown cut
+
+
 class InputError(FluxeditError):
     """A bad input: names the field and the limit it broke."""
 
     def __init__(self, field: str, problem: str):
+        if len(field) > MAX_FIELD_NAME_CHARS:
+            field = field[:MAX_FIELD_NAME_CHARS] + "..."
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}")
@@ -59,6 +65,21 @@ class ModelUnavailable(FluxeditError):
     """The model weights cannot be had; the message says why and what to do."""
 
 
+def refuse_booleans(value: object) -> object:
+    """For a number field, before pydantic's lax parsing (which reads true as 1): JSON true is not a number.
+    Whole floats (28.0) and numeric text (form fields) still parse as numbers."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_number", "must be a number, not true or false")
+    return value
+
+
+def refuse_numbers(value: object) -> object:
+    """For a true/false field, before pydantic's lax parsing (which reads 1 and 0 as booleans)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise PydanticCustomError("number_not_bool", "must be true or false, not a number")
+    return value
+
+
 class EditSettings(BaseModel):
     """Everything about an edit except the images themselves."""
 
@@ -66,7 +87,7 @@ class EditSettings(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="The edit instruction.")
     num_inference_steps: int = Field(28, ge=1, le=50, description="Denoising steps.")
-    guidance_scale: float = Field(2.5, ge=0.0, le=20.0, description="Distilled guidance strength.")
+    guidance_scale: float = Field(2.5, ge=0.0, le=20.0, allow_inf_nan=False, description="Distilled guidance strength.")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Random seed; random when absent.")
     num_images: int = Field(1, ge=1, le=4, description="Images generated as one batch.")
     output_format: OutputFormat | None = Field(
@@ -85,6 +106,16 @@ class EditSettings(BaseModel):
     )
     write_metadata: bool = Field(True, description="Embed prompt, seed and settings in the image file.")
 
+    @field_validator("num_inference_steps", "guidance_scale", "seed", "num_images", "output_quality", mode="before")
+    @classmethod
+    def _settings_numbers(cls, value: object) -> object:
+        return refuse_booleans(value)
+
+    @field_validator("write_metadata", mode="before")
+    @classmethod
+    def _settings_flags(cls, value: object) -> object:
+        return refuse_numbers(value)
+
     def model_post_init(self, _context) -> None:
         if self.resolution_mode not in RESOLUTION_MODES:
             raise InputError(
@@ -100,13 +131,23 @@ class EditSettings(BaseModel):
 
 MODEL_SLUG = "flux-kontext-dev"
 MAX_LORAS = 4
+MAX_LORA_PATH_CHARS = 8192  # as long as a URL may be
 
 
 class LoraRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(min_length=1, description="An uploaded file, a registered name, a URL or owner/repo.")
-    scale: float = Field(1.0, ge=-4.0, le=4.0)
+    path: str = Field(
+        min_length=1,
+        max_length=MAX_LORA_PATH_CHARS,
+        description="An uploaded file, a registered name, a URL or owner/repo.",
+    )
+    scale: float = Field(1.0, ge=-4.0, le=4.0, allow_inf_nan=False)
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _scale_number(cls, value: object) -> object:
+        return refuse_booleans(value)
 
 
 class EditInput(EditSettings):
@@ -120,6 +161,11 @@ class EditInput(EditSettings):
     )
     enable_safety_checker: bool = Field(True, description="Black out outputs the safety model flags.")
     loras: list[LoraRef] = Field(default_factory=list, max_length=MAX_LORAS)
+
+    @field_validator("enable_safety_checker", mode="before")
+    @classmethod
+    def _input_flags(cls, value: object) -> object:
+        return refuse_numbers(value)
 
     def settings(self) -> EditSettings:
         return EditSettings(**self.model_dump(include=set(EditSettings.model_fields)))
@@ -151,7 +197,7 @@ def input_error_from(error: ValidationError) -> InputError:
     given = first.get("input")
     problem = _limit_message(first["type"], ctx, first["msg"])
     if given is not None and not isinstance(given, dict | list) and first["type"] != "missing":
-        shown = repr(given)
+        shown = ("true" if given else "false") if isinstance(given, bool) else repr(given)  # as JSON spells it
         problem += f" (got {shown[:80] + '...' if len(shown) > 80 else shown})"
     return InputError(field, problem)
 

@@ -24,7 +24,7 @@ from ..store.models import Prediction, utcnow
 from .admission import Admission, price_ceiling
 from .events import EventHub
 from .fairness import KeyTurns
-from .inputs import InputResolver
+from .inputs import InputResolver, stored_input
 from .keys import Caller, KeyRing
 from .metrics import ServiceMetrics
 from .pricing import prediction_cost
@@ -150,7 +150,6 @@ class Runner:
         self,
         caller: Caller,
         edit_input: EditInput,
-        raw_input: dict,
         *,
         base_url: str,
         own_hosts: set[str],
@@ -178,7 +177,7 @@ class Runner:
             model=MODEL_SLUG,
             version=version or VERSION,
             status=QUEUED,
-            input=raw_input,
+            input=stored_input(edit_input, classified, stored),  # validated; data URIs kept as files only
             input_files=[record.id if record else None for record in stored],
             inputs_ready=all(stored) and not edit_input.loras,  # LoRAs are resolved (maybe fetched) later
             logs="",

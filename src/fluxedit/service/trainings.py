@@ -17,11 +17,11 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..schema import InputError, input_error_from
+from ..schema import MAX_PROMPT_CHARS, InputError, input_error_from, refuse_booleans
 from ..store.models import Training, utcnow
 from ..training.dataset import DatasetError, extract_zip, load_pairs
 from .events import EventHub
@@ -43,13 +43,18 @@ class TrainingInput(BaseModel):
     steps: int = Field(1000, ge=1, le=100_000)
     learning_rate: float = Field(1e-4, gt=0, le=1)
     rank: int = Field(16, ge=1, le=256)
-    alpha: float | None = Field(None, gt=0)
+    alpha: float | None = Field(None, gt=0, allow_inf_nan=False)
     targets: str = Field("attention", pattern="^(attention|all)$")
     resolution: int = Field(1024, ge=128, le=1024)
-    default_caption: str | None = None
-    trigger_word: str | None = None
+    default_caption: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    trigger_word: str | None = Field(None, max_length=100)
     caption_dropout: float = Field(0.05, ge=0, lt=1)
     seed: int = Field(0, ge=0)
+
+    @field_validator("steps", "learning_rate", "rank", "alpha", "resolution", "caption_dropout", "seed", mode="before")
+    @classmethod
+    def _numbers(cls, value: object) -> object:
+        return refuse_booleans(value)  # "steps": true is not one step
 
 
 def validated_training_input(fields: dict) -> TrainingInput:

@@ -42,10 +42,8 @@ async def edit_images(request: Request, who: Caller = Depends(caller)) -> dict:
         edit_fields["image_url"] = stored[0].id
         if len(stored) > 1:
             edit_fields["image_urls"] = [record.id for record in stored[1:]]
-        edit_input = validated_input(edit_fields)
-        typed = edit_input.model_dump(mode="json", include=set(edit_fields))  # form fields arrive as text
         prediction = await found.runner.create(
-            who, edit_input, typed, base_url=base_url(request), own_hosts=own_hosts(request)
+            who, validated_input(edit_fields), base_url=base_url(request), own_hosts=own_hosts(request)
         )
     except InputError as error:
         raise their_error(error) from None

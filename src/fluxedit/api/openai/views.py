@@ -16,13 +16,19 @@ async def images_response(services: Services, prediction: Prediction, base_url: 
     if prediction.status != "success":
         raise _failure(prediction)
     data, content_type = [], "image/png"
+    present = services.files.present(prediction.output or [])
     for file_id in prediction.output or []:
-        content_type = services.files.get(file_id).content_type
+        if file_id not in present:
+            continue  # deleted since it was made: left out, never a broken URL
+        content_type = present[file_id].content_type
         if response_format == "url":
             data.append({"url": output_url(base_url, file_id, content_type)})
-        else:
+            continue
+        try:
             image = await asyncio.to_thread(services.files.read, file_id)
-            data.append({"b64_json": base64.b64encode(image).decode()})
+        except FileNotFoundError:
+            continue
+        data.append({"b64_json": base64.b64encode(image).decode()})
     created = prediction.created_at if prediction.created_at.tzinfo else prediction.created_at.replace(tzinfo=UTC)
     return {
         "created": int(created.timestamp()),

@@ -7,11 +7,12 @@ import time
 from fastapi import APIRouter, Depends, Query, Request
 
 from ...schema import InputError, validated_input
+from ...service.fetch import MAX_URL_CHARS
 from ...service.keys import Caller
 from ...service.notify import EVENTS
 from ...service.runner import VERSION
 from ...service.webhook_secrets import WebhookSecrets
-from ..bodies import json_body
+from ..bodies import json_body, optional_string, required_object, shown
 from ..deps import base_url, caller, own_hosts, owned_prediction, requested_wait, services
 from ..errors import ApiError
 from ..listing import prediction_page
@@ -36,24 +37,22 @@ async def create_model_prediction(request: Request, owner: str, name: str, who: 
 async def create_prediction(request: Request, who: Caller = Depends(caller)) -> dict:
     started = time.monotonic()
     body = await json_body(request)
-    if body.get("version") not in VERSIONS:
-        raise InputError("version", f"must be {VERSION} or {MODEL_NAME}: the model this server runs")
+    version = body.get("version")
+    if not isinstance(version, str) or version not in VERSIONS:
+        got = "" if version is None else f" (got {shown(version)})"
+        raise InputError("version", f"must be {VERSION} or {MODEL_NAME}: the model this server runs{got}")
     return await _create(request, who, body, started)
 
 
 async def _create(request: Request, who: Caller, body: dict, started: float) -> dict:
     found = services(request)
     wait = requested_wait(request, None)  # before creating: a bad Prefer: wait creates nothing
-    given = body.get("input")
-    if not isinstance(given, dict):
-        raise InputError("input", "is required: an object with at least prompt and input_image")
+    given = required_object(body, "input", "an object with at least prompt and input_image")
     webhook, events = _webhook(body)
     try:
-        edit_fields = to_edit_input(given)
         prediction = await found.runner.create(
             who,
-            validated_input(edit_fields, prefix="input."),
-            edit_fields,
+            validated_input(to_edit_input(given), prefix="input."),
             base_url=base_url(request),
             own_hosts=own_hosts(request),
             webhook_url=webhook,
@@ -69,14 +68,14 @@ async def _create(request: Request, who: Caller, body: dict, started: float) -> 
 
 
 def _webhook(body: dict) -> tuple[str | None, list[str] | None]:
-    webhook = body.get("webhook") or None
-    if webhook is not None and not isinstance(webhook, str):
-        raise InputError("webhook", "must be a URL")
+    webhook = optional_string(body, "webhook", max_chars=MAX_URL_CHARS, what="a URL")
     events = body.get("webhook_events_filter")
     if events is None:
         return webhook, None
-    if not isinstance(events, list) or any(event not in EVENTS for event in events):
-        raise InputError("webhook_events_filter", f"must be a list of events from {', '.join(EVENTS)}")
+    if not isinstance(events, list) or not all(isinstance(event, str) and event in EVENTS for event in events):
+        raise InputError(
+            "webhook_events_filter", f"must be a list of events from {', '.join(EVENTS)} (got {shown(events)})"
+        )
     return webhook, list(dict.fromkeys(events)) or None
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from ...service.runner import TERMINAL
 from ...service.services import Services
 from ...store.models import Prediction
-from ..seed.views import iso, output_urls
+from ..seed.views import iso, shown_files
 from .inputs import MODEL_NAME, from_edit_input, their_message
 
 STATUSES = {
@@ -27,9 +27,10 @@ def prediction_urls(base_url: str, prediction_id: str) -> dict[str, str]:
 
 
 def prediction_view(services: Services, prediction: Prediction, base_url: str) -> dict:
+    files = shown_files(services, prediction, base_url)
     output = None
-    if prediction.status == "success":
-        urls = output_urls(services, prediction, base_url)
+    if prediction.status == "success" and files.output_urls:
+        urls = files.output_urls
         output = urls[0] if len(urls) == 1 else urls  # the model returns one URL string
     metrics = {}
     if (predict_time := (prediction.metrics or {}).get("predict_time")) is not None:
@@ -41,7 +42,7 @@ def prediction_view(services: Services, prediction: Prediction, base_url: str) -
         "id": prediction.id,
         "model": MODEL_NAME,
         "version": prediction.version,
-        "input": from_edit_input(prediction.input),
+        "input": from_edit_input(files.input),
         "status": STATUSES[prediction.status],
         "output": output,
         "error": their_message(prediction.error_message) if prediction.status == "error" else None,
@@ -49,7 +50,7 @@ def prediction_view(services: Services, prediction: Prediction, base_url: str) -
         "metrics": metrics,
         "urls": prediction_urls(base_url, prediction.id),
         "source": "api",
-        "data_removed": False,
+        "data_removed": files.data_removed,
         "created_at": iso(prediction.created_at),
         "started_at": iso(prediction.started_at),
         "completed_at": iso(prediction.completed_at),

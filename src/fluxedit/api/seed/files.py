@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
+from sqlalchemy import select
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from ...service.keys import Caller
+from ...service.runner import TERMINAL
 from ...service.services import Services
 from ...store.files import EXTENSIONS
-from ...store.models import StoredFile
+from ...store.models import Prediction, StoredFile
 from ..deps import base_url, caller, services
 from ..errors import ApiError, not_found
 from ..uploads import MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, store_upload
@@ -63,6 +65,25 @@ def _owned_file(found: Services, who: Caller, file_id: str) -> StoredFile:
     return record
 
 
+def _stored_bytes(found: Services, record: StoredFile, what: str):
+    """The file's path, or 404 when its bytes are gone (deleted by hand, lost): never a 500."""
+    path = found.files.path(record.id)
+    if not path.is_file():
+        raise ApiError(404, f"{what} not found: its data was removed from this server")
+    return path
+
+
+def _unfinished_user(found: Services, who: Caller, file_id: str) -> str | None:
+    """A prediction of this key, not yet ended, that has the file as an input (it would fail without it)."""
+    owned = Prediction.owner_key_id.is_(None) if who.key_id is None else Prediction.owner_key_id == who.key_id
+    query = select(Prediction.id, Prediction.input_files).where(owned, Prediction.status.not_in(TERMINAL))
+    with found.sessions() as session:
+        for prediction_id, input_files in session.execute(query):
+            if file_id in (input_files or []):
+                return prediction_id
+    return None
+
+
 @router.get("/v1/files/{file_id}")
 async def get_file(request: Request, file_id: str, who: Caller = Depends(caller)) -> dict:
     return file_view(_owned_file(services(request), who, file_id), base_url(request))
@@ -72,13 +93,20 @@ async def get_file(request: Request, file_id: str, who: Caller = Depends(caller)
 async def get_file_content(request: Request, file_id: str, who: Caller = Depends(caller)) -> FileResponse:
     found = services(request)
     record = _owned_file(found, who, file_id)
-    return FileResponse(found.files.path(file_id), media_type=record.content_type, filename=record.filename)
+    path = _stored_bytes(found, record, f"file {file_id}")
+    return FileResponse(path, media_type=record.content_type, filename=record.filename)
 
 
 @router.delete("/v1/files/{file_id}", status_code=204)
 async def delete_file(request: Request, file_id: str, who: Caller = Depends(caller)) -> None:
+    """Deletes an upload, an input or an output. A prediction that had it shows `data_removed: true` and
+    leaves it out of its output; one still queued or running keeps its inputs (409 until it ends)."""
     found = services(request)
     _owned_file(found, who, file_id)
+    user = _unfinished_user(found, who, file_id)
+    if user is not None:
+        raise ApiError(409, f"file {file_id} is an input of prediction {user}, which has not ended: "
+                       "cancel it or wait for its end, then delete the file")  # fmt: skip
     found.files.delete(file_id)
 
 
@@ -91,7 +119,7 @@ async def get_output(request: Request, name: str) -> FileResponse:
     if record is None or record.purpose != "output" or EXTENSIONS.get(record.content_type) != extension:
         raise not_found(f"output {name}")
     return FileResponse(
-        found.files.path(file_id),
+        _stored_bytes(found, record, f"output {name}"),
         media_type=record.content_type,
         headers={"Cache-Control": "public, max-age=31536000, immutable"},
     )

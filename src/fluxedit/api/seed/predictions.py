@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from ...schema import MODEL_SLUG, InputError, validated_input
+from ...schema import MODEL_SLUG, validated_input
+from ...service.fetch import MAX_URL_CHARS
 from ...service.keys import Caller
 from ...store.models import Prediction
-from ..bodies import json_body
+from ..bodies import json_body, optional_string, required_object, shown
 from ..deps import base_url, caller, own_hosts, owned_prediction, requested_wait, services
 from ..errors import ApiError
 from ..listing import prediction_page
@@ -16,6 +17,8 @@ from ..streams import prediction_events
 from .views import prediction_view
 
 router = APIRouter(prefix="/v1/prediction", tags=["predictions"])
+MAX_NAME_CHARS = 100  # model and version are stored in columns of this width
+MAX_SECRET_CHARS = 1024
 
 
 @router.post("")
@@ -36,26 +39,22 @@ async def run_prediction(request: Request, who: Caller = Depends(caller)) -> dic
 
 async def _create(request: Request, who: Caller) -> Prediction:
     body = await json_body(request)
-    model = body.get("model", MODEL_SLUG)
+    model = optional_string(body, "model", max_chars=MAX_NAME_CHARS) or MODEL_SLUG
     if model != MODEL_SLUG:
-        raise ApiError(404, f"model: unknown model {model!r}; this server runs {MODEL_SLUG}")
-    raw_input = body.get("input")
-    if not isinstance(raw_input, dict):
-        raise InputError("input", "is required: an object with at least prompt and image_url")
+        raise ApiError(404, f"model: unknown model {shown(model)}; this server runs {MODEL_SLUG}")
+    version = optional_string(body, "version", max_chars=MAX_NAME_CHARS)
+    raw_input = required_object(body, "input", "an object with at least prompt and image_url")
     edit_input = validated_input(raw_input, prefix="input.")
-    webhook_url = body.get("webhook_url") or None
-    secret = body.get("webhook_secret") or None
-    if secret is not None and not isinstance(secret, str):
-        raise InputError("webhook_secret", "must be a string")
+    webhook_url = optional_string(body, "webhook_url", max_chars=MAX_URL_CHARS, what="a URL")
+    secret = optional_string(body, "webhook_secret", max_chars=MAX_SECRET_CHARS)
     return await services(request).runner.create(
         who,
         edit_input,
-        raw_input,
         base_url=base_url(request),
         own_hosts=own_hosts(request),
         webhook_url=webhook_url,
         webhook_secret=secret,
-        version=body.get("version"),
+        version=version,
     )
 
 

@@ -15,6 +15,7 @@ from ...service.fetch import fetch_to_file
 from ...service.keys import Caller
 from ...service.trainings import TERMINAL, validated_training_input
 from ...store.models import Training
+from ..bodies import json_body, required_object
 from ..deps import base_url, caller, requested_wait, services
 from ..errors import ApiError, not_found
 from .views import iso
@@ -88,19 +89,17 @@ async def _multipart(request: Request, zip_path: Path) -> dict:
 def _form_value(value: str):
     try:
         return json.loads(value)  # numbers and booleans arrive as text in a form
-    except (json.JSONDecodeError, TypeError):
+    except (json.JSONDecodeError, TypeError, RecursionError):
         return value
 
 
 async def _json_with_url(request: Request, zip_path: Path, found) -> dict:
-    try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "request body: is not valid JSON") from None
-    fields = dict(body.get("input") or {}) if isinstance(body, dict) else {}
+    body = await json_body(request)
+    fields = dict(required_object(body, "input", "an object with at least data (the URL of a .zip of pairs)"))
     url = fields.pop("data", None)
     if not isinstance(url, str):
         raise InputError("input.data", "is required: the URL of a .zip of the training pairs")
+    validated_training_input(fields)  # every field checked before the download, not after it
     with zip_path.open("wb") as sink:
         await fetch_to_file(url, found.policy, "input.data", sink)
     return fields

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ...service.services import Services
-from ...service.urls import output_url, prediction_urls
+from ...service.urls import file_content_url, output_url, prediction_urls, stored_file_id
 from ...store.models import Prediction
 
 
@@ -16,17 +17,56 @@ def iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def output_urls(services: Services, prediction: Prediction, base_url: str) -> list[str]:
-    urls = []
-    for file_id in prediction.output or []:
-        record = services.files.get(file_id)
-        urls.append(output_url(base_url, file_id, record.content_type))
-    return urls
+@dataclass(frozen=True)
+class ShownFiles:
+    """A prediction's files as every view shows them: what is still stored, and whether any was removed."""
+
+    input: dict  # the stored input, each data URI it came with shown as the URL of the file it was stored as
+    output_urls: list[str]  # of the outputs still stored, in order: a deleted one is left out, never a broken URL
+    data_removed: bool  # some input or output file of it was deleted
+
+
+def shown_files(services: Services, prediction: Prediction, base_url: str) -> ShownFiles:
+    stored = dict(prediction.input or {})
+    input_ids = list(prediction.input_files or [])
+    present = services.files.present([*input_ids, *(prediction.output or [])])
+    removed = any(file_id not in present for file_id in [*input_ids, *(prediction.output or [])] if file_id)
+    references = [stored.get("image_url"), *(stored.get("image_urls") or [])]
+    shown = []
+    for index, reference in enumerate(references):
+        kept, file_id = _kept_file(reference, input_ids[index] if index < len(input_ids) else None)
+        if not kept:
+            shown.append(reference)  # as the caller sent it: a URL, a file id
+        else:
+            shown.append(file_content_url(base_url, file_id) if file_id in present else None)
+    if references:
+        stored["image_url"] = shown[0]
+    if stored.get("image_urls"):
+        stored["image_urls"] = shown[1:]
+    outputs = [
+        output_url(base_url, file_id, present[file_id].content_type)
+        for file_id in prediction.output or []
+        if file_id in present
+    ]
+    return ShownFiles(stored, outputs, removed)
+
+
+def _kept_file(reference: object, input_id: str | None) -> tuple[bool, str | None]:
+    """Whether the data itself was the input, and the file it was kept as: our stored reference, or (in rows
+    written before inputs were kept as files) the data URI, whose file is the prediction's input file.
+    A data URI is never shown back, even when its file is unknown."""
+    if not isinstance(reference, str):
+        return False, None
+    if reference.startswith("data:"):
+        return True, input_id
+    file_id = stored_file_id(reference)
+    return file_id is not None, file_id
 
 
 def prediction_view(services: Services, prediction: Prediction, base_url: str) -> dict:
+    files = shown_files(services, prediction, base_url)
     if prediction.status == "success":
-        output = output_urls(services, prediction, base_url)
+        output = files.output_urls
     elif prediction.status == "error":
         output = {"error_code": prediction.error_code, "error_message": prediction.error_message}
     else:
@@ -36,7 +76,7 @@ def prediction_view(services: Services, prediction: Prediction, base_url: str) -
         "id": prediction.id,
         "model": prediction.model,
         "version": prediction.version,
-        "input": prediction.input,
+        "input": files.input,
         "status": prediction.status,
         "output": output,
         "seed": int(prediction.seed) if prediction.seed is not None else None,
@@ -45,6 +85,7 @@ def prediction_view(services: Services, prediction: Prediction, base_url: str) -
         "has_nsfw_concepts": prediction.has_nsfw_concepts,
         "logs": prediction.logs,
         "metrics": metrics,
+        "data_removed": files.data_removed,
         "urls": prediction_urls(base_url, prediction.id),
         "created_at": iso(prediction.created_at),
         "started_at": iso(prediction.started_at),
