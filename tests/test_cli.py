@@ -151,3 +151,89 @@ def test_train_writes_both_lora_layouts_and_reports_data_problems(tmp_path):
     broken = fluxedit("train", str(data), "--out", "x.safetensors", "--model", "tiny", cwd=tmp_path)
     assert broken.returncode == 2
     assert "p0_start.png: its pair p0_end.* is missing" in broken.stderr and "no caption" in broken.stderr
+
+
+def test_keys_commands_say_which_data_folder_they_use(tmp_path):
+    made = fluxedit("keys", "create", "alice", cwd=tmp_path)  # no --data-dir: the default, relative to here
+    assert made.returncode == 0, made.stderr
+    folder = (tmp_path / "fluxedit-data").resolve()
+    assert f"data folder {folder} (new)" in made.stderr and "--data-dir" in made.stderr
+    assert made.stdout.strip().startswith("fxe_") and len(made.stdout.strip().splitlines()) == 1  # stdout: the key
+    elsewhere = tmp_path / "elsewhere"
+    listed = fluxedit("keys", "list", "--data-dir", str(elsewhere), cwd=tmp_path)
+    assert f"data folder {elsewhere.resolve()} (new)" in listed.stderr and "alice" not in listed.stdout
+    listed = fluxedit("keys", "list", cwd=tmp_path)
+    assert f"data folder {folder};" in listed.stderr and "alice" in listed.stdout
+
+
+def test_texts_with_brackets_are_printed_as_written(tmp_path):
+    missing = fluxedit("edit", "photo[dev].png", "-p", "x", "--model", "tiny", cwd=tmp_path)
+    assert missing.returncode == 2 and "image photo[dev].png: no such file" in missing.stderr
+    made = fluxedit("keys", "create", "a[dev]", cwd=tmp_path)
+    assert "created key 'a[dev]'" in made.stderr
+    assert "a[dev]" in fluxedit("keys", "list", cwd=tmp_path).stdout
+
+
+def test_a_refused_serve_suggests_the_key_command_with_its_data_folder(tmp_path):
+    data = tmp_path / "service data"
+    refused = fluxedit("serve", "--model", "tiny", "--host", "0.0.0.0", "--data-dir", str(data), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert f"data folder {data.resolve()}" in refused.stderr
+    assert f"`fluxedit keys create NAME --data-dir '{data.resolve()}'`" in refused.stderr
+
+
+@pytest.fixture
+def hub_watch(monkeypatch):
+    """A Hugging Face endpoint on 127.0.0.1 that records whether anything connects (and never answers)."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("FLUXEDIT_COMPONENTS", raising=False)
+
+    def connected() -> bool:
+        try:
+            listener.accept()[0].close()
+            return True
+        except BlockingIOError:
+            return False
+
+    yield connected
+    listener.close()
+
+
+def test_a_single_file_without_components_is_refused_at_once_with_the_fix(photo, tmp_path, hub_watch):
+    assert fluxedit("tiny", "tiny-model", "--bfl-file", "tiny.safetensors", cwd=tmp_path).returncode == 0
+    commands = [["edit", str(photo), "-p", "x"], ["train", str(tmp_path), "--out", "x.safetensors"], ["serve"]]
+    for command in commands:
+        result = fluxedit(*command, "--model", "tiny.safetensors", cwd=tmp_path)
+        assert result.returncode == 1, (command, result.stderr)
+        assert "tiny.safetensors is a single-file transformer" in result.stderr
+        assert "--components" in result.stderr and "diffusers folder of FLUX.1 Kontext [dev]" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not hub_watch(), "nothing may be fetched to say that --components is missing"
+
+
+def test_the_engine_refuses_a_single_file_without_components(tmp_path, hub_watch):
+    from fluxedit.engine.loading import load_model
+    from fluxedit.engine.tiny import write_tiny_bfl_checkpoint
+    from fluxedit.schema import ModelUnavailable
+
+    checkpoint = tmp_path / "tiny.safetensors"
+    write_tiny_bfl_checkpoint(checkpoint)
+    with pytest.raises(ModelUnavailable, match="single-file transformer: the text encoders, VAE and configs come from"):
+        load_model(str(checkpoint))
+    assert not hub_watch()
+
+
+def test_the_startup_bench_splits_an_edit_into_its_parts():
+    result = subprocess.run([sys.executable, "-m", "bench.cli_startup", "--repeats", "1"],
+                            capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent.parent)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    for row in ("| `python -c pass` |", "| `fluxedit --help` |", "| total, as the user waits |",
+                "| importing torch and diffusers (printed by the command) |",
+                "| the engine's edit: generate + encode (printed) |"):  # fmt: skip
+        assert row in result.stdout
+    assert "overhead on top of the engine's edit: median" in result.stdout

@@ -6,18 +6,27 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 
-from .config import Settings
-from .imaging.decode import DecodedImage, decode_image
 from .resolution import RESOLUTION_MODES
-from .schema import FluxeditError, InputError, OutputFormat, validated_settings
 
-app = typer.Typer(help="fluxedit: edit images with FLUX.1 Kontext [dev] on your own machine.", no_args_is_help=True)
+# Each command imports what it needs when it runs: `fluxedit --help` or `keys list` never pays for torch,
+# diffusers, numpy or pydantic (tests/test_cli_help.py checks it).
+if TYPE_CHECKING:
+    from .config import Settings
+    from .imaging.decode import DecodedImage
+    from .schema import InputError, OutputFormat
+
+# rich_markup_mode=None: help texts are plain text, so "[dev]", "[env: ...]" and "owner/repo[/file]" show as written.
+app = typer.Typer(
+    help="fluxedit: edit images with FLUX.1 Kontext [dev] on your own machine.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
 
 # The flag a user typed for each input field, so errors name what they can change.
@@ -43,7 +52,11 @@ ModelOption = Annotated[
 ]
 ComponentsOption = Annotated[
     str | None,
-    typer.Option(help="With a single-file --model: where the text encoders and VAE come from.", show_default=False),
+    typer.Option(
+        help="Needed with a single-file --model: a diffusers folder or hub id of FLUX.1 Kontext [dev] that provides "
+        "the text encoders, VAE and configs. [env: FLUXEDIT_COMPONENTS]",
+        show_default=False,
+    ),
 ]
 DeviceOption = Annotated[str | None, typer.Option(help="auto, cuda, cuda:N, mps or cpu.", show_default=False)]
 DtypeOption = Annotated[str | None, typer.Option(help="auto, bfloat16, float16 or float32.", show_default=False)]
@@ -54,15 +67,25 @@ MemoryOption = Annotated[
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
+def say(message: str) -> None:
+    """Print a message to stderr (stdout stays for what scripts read), as written: no Rich markup in it."""
+    console.print(message, markup=False, highlight=False)
+
+
 def _engine_settings(**overrides) -> Settings:
+    from .config import Settings
+
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def _read_inputs(paths: list[Path]) -> list[DecodedImage]:
+    from .imaging.decode import decode_image
+    from .schema import InputError
+
     decoded = []
     for index, path in enumerate(paths):
         field = "image" if index == 0 else f"reference image {index}"
@@ -73,6 +96,8 @@ def _read_inputs(paths: list[Path]) -> list[DecodedImage]:
 
 
 def _output_paths(output: Path | None, first_input: Path, fmt: OutputFormat, count: int) -> list[Path]:
+    from .schema import OutputFormat
+
     extension = ".jpg" if fmt is OutputFormat.jpeg else f".{fmt.value}"
     if output is None:
         output = first_input.with_name(f"{first_input.stem}-edited{extension}")
@@ -84,6 +109,8 @@ def _output_paths(output: Path | None, first_input: Path, fmt: OutputFormat, cou
 
 
 def _format_from(output: Path | None, fmt: str | None) -> OutputFormat | None:
+    from .schema import InputError, OutputFormat
+
     if fmt is not None:
         return OutputFormat.parse(fmt)
     if output is not None and output.suffix:
@@ -132,6 +159,8 @@ def edit(
     memory: MemoryOption = None,
 ) -> None:
     """Edit an image with an instruction and write the result."""
+    from .schema import InputError, validated_settings
+
     try:
         settings = validated_settings(
             prompt=prompt,
@@ -153,12 +182,15 @@ def edit(
         raise fail(f"at most 3 reference images besides the main one (got {len(images) - 1})")
 
     config = _engine_settings(model=model, components=components, device=device, dtype=dtype, memory=memory)
+    _check_model_source(config)
     result = _run_edit(config, settings, images, loras)
     paths = _output_paths(output, inputs[0], result.format, len(result.images))
     for path, data in zip(paths, result.images, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        console.print(f"wrote [bold]{path}[/] ({result.width}x{result.height}, {len(data):,} bytes)", highlight=False)
+        console.print(
+            f"wrote [bold]{escape(str(path))}[/] ({result.width}x{result.height}, {len(data):,} bytes)", highlight=False
+        )
     seconds = result.timings["generate"] + result.timings["encode"]
     console.print(
         f"seed {result.seed}, {settings.num_inference_steps} steps, {result.transformer_passes} transformer passes "
@@ -166,12 +198,23 @@ def edit(
         highlight=False,
     )
     for line in result.logs:
-        console.print(f"note: {line}", highlight=False)
+        say(f"note: {line}")
+
+
+def _check_model_source(config: Settings) -> None:
+    """Refuse at once, before torch loads, a --model that names nothing usable or lacks what it needs."""
+    from .engine.sources import classify_source, require_components
+    from .schema import ModelUnavailable
+
+    try:
+        require_components(classify_source(config.model), config.components)
+    except ModelUnavailable as error:
+        raise fail(str(error), code=1) from None
 
 
 def _lora_specs(values: list[str]) -> list:
     """--lora PATH[:SCALE]: a local .safetensors file or a Hugging Face reference, with an optional scale."""
-    from .schema import MAX_LORAS
+    from .schema import MAX_LORAS, InputError
 
     if len(values) > MAX_LORAS:
         raise InputError("--lora", f"at most {MAX_LORAS} LoRAs (got {len(values)})")
@@ -190,6 +233,7 @@ def _resolve_lora(where: str, field: str) -> str:
     path = Path(where).expanduser()
     if path.is_file():
         return str(path)
+    from .schema import InputError
     from .service.loras import HUB_REF, download_hub_lora
 
     match = HUB_REF.match(where)
@@ -199,21 +243,26 @@ def _resolve_lora(where: str, field: str) -> str:
 
 
 def _run_edit(config: Settings, settings, images, loras=()):
-    from .engine import EditRequest, Engine  # torch loads only when an edit runs
-    from .engine.loras import LoraSpec
+    from .schema import FluxeditError, InputError
 
+    with console.status("importing torch and diffusers ..."):
+        started = time.perf_counter()
+        from .engine import EditRequest, Engine  # torch loads only when an edit runs
+        from .engine.loras import LoraSpec
+
+        imported = time.perf_counter() - started
     try:
         lora_specs = [LoraSpec(_resolve_lora(where, field), scale, field) for where, scale, field in loras]
-        with console.status(f"loading {config.model} ..."):
+        with console.status(f"loading {escape(config.model)} ..."):
             started = time.perf_counter()
             engine = Engine.load(**config.engine_options())
         placement = engine.model.placement
         memory = f", {placement.memory_mode}" if placement.device.type == "cuda" else ""
         dtype_name = str(placement.dtype).removeprefix("torch.")
-        console.print(
+        # bench/cli_startup.py reads both times from this line.
+        say(
             f"model {config.model} on {placement.device} ({dtype_name}{memory}) "
-            f"loaded in {time.perf_counter() - started:.1f} s",
-            highlight=False,
+            f"loaded in {time.perf_counter() - started:.1f} s, after {imported:.1f} s importing torch and diffusers"
         )
         with _progress_bar() as bar:
             task = bar.add_task("editing", total=settings.num_inference_steps)
@@ -225,7 +274,9 @@ def _run_edit(config: Settings, settings, images, loras=()):
         raise fail(str(error), code=1) from None
 
 
-def _progress_bar() -> Progress:
+def _progress_bar():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -248,12 +299,12 @@ def write_tiny(
     from .engine.tiny import write_tiny_model
 
     write_tiny_model(folder)
-    console.print(f"wrote the tiny model to [bold]{folder}[/]", highlight=False)
+    console.print(f"wrote the tiny model to [bold]{escape(str(folder))}[/]", highlight=False)
     if bfl_file is not None:
         from .engine.tiny import write_tiny_bfl_checkpoint
 
         write_tiny_bfl_checkpoint(bfl_file)
-        console.print(f"wrote its transformer in BFL layout to [bold]{bfl_file}[/]", highlight=False)
+        console.print(f"wrote its transformer in BFL layout to [bold]{escape(str(bfl_file))}[/]", highlight=False)
 
 
 @app.command()
@@ -292,31 +343,36 @@ def train(
     """Train a LoRA from before/after pairs; a stopped run resumes from its last checkpoint."""
     from .training.dataset import DatasetError, load_pairs
 
+    config = _engine_settings(model=model, components=components, device=device, dtype=dtype)
+    _check_model_source(config)
     try:
         pairs = load_pairs(data, default_caption, trigger_word)
     except DatasetError as error:
         raise fail(str(error)) from None
-    console.print(f"{len(pairs)} pairs from {data}", highlight=False)
-    config = _engine_settings(model=model, components=components, device=device, dtype=dtype)
+    say(f"{len(pairs)} pairs from {data}")
     _run_training(config, pairs, out, work_dir or out.with_name(out.stem + "-training"), locals())
 
 
 def _run_training(config: Settings, pairs, out: Path, work_dir: Path, options: dict) -> None:
-    from rich.progress import TimeRemainingColumn
+    from rich import progress as bars
 
-    from .engine.loading import load_model
-    from .training.trainer import TrainConfig, Trainer, loss_drop
+    from .schema import FluxeditError
+
+    with console.status("importing torch and diffusers ..."):
+        from .engine.loading import load_model
+        from .training.trainer import TrainConfig, Trainer, loss_drop
 
     fields = {k: options[k] for k in TrainConfig.__dataclass_fields__ if k in options}
     try:
-        with console.status(f"loading {config.model} ..."):
+        with console.status(f"loading {escape(config.model)} ..."):
             loaded = load_model(**{**config.engine_options(), "memory_mode": "gpu"})
         trainer = Trainer(loaded.pipe, loaded.placement.device, pairs, TrainConfig(**fields), work_dir)
         with console.status("encoding captions and images once ..."):
             trainer.prepare()
-        bar = Progress(
-            TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        bar = bars.Progress(
+            bars.TextColumn("[bold]training"), bars.BarColumn(), bars.MofNCompleteColumn(),
+            bars.TextColumn("loss {task.fields[loss]}"), bars.TimeElapsedColumn(), bars.TimeRemainingColumn(),
+            console=console,
         )  # fmt: skip
         with bar:
             task = bar.add_task("training", total=trainer.config.steps, loss="-")
@@ -325,14 +381,15 @@ def _run_training(config: Settings, pairs, out: Path, work_dir: Path, options: d
             )
     except (FluxeditError, ValueError) as error:
         raise fail(str(error), code=1) from None
+    lora, comfyui = escape(str(result.lora_path)), escape(str(result.comfyui_path))
     console.print(
-        f"wrote [bold]{result.lora_path}[/] and [bold]{result.comfyui_path}[/] (ComfyUI); {result.steps} steps, "
-        f"loss {loss_drop(result.losses):.2f}x of its start; checkpoints in {work_dir}",
+        f"wrote [bold]{lora}[/] and [bold]{comfyui}[/] (ComfyUI); {result.steps} steps, "
+        f"loss {loss_drop(result.losses):.2f}x of its start; checkpoints in {escape(str(work_dir))}",
         highlight=False,
     )
 
 
-keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(keys_app, name="keys")
 DataDirOption = Annotated[Path | None, typer.Option(help="The service's data folder. [env: FLUXEDIT_DATA_DIR]")]
 
@@ -366,6 +423,7 @@ def serve(
     import uvicorn
 
     from .api.app import create_app
+    from .config import Settings
     from .service.access import is_loopback_host
     from .service.keys import KeyRing
     from .store.database import open_database
@@ -383,29 +441,49 @@ def serve(
             if v is not None
         }
     )  # fmt: skip
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _check_model_source(settings)
+    _open_data_folder(settings)
     keys = KeyRing(open_database(settings.resolved_database_url))
     if not is_loopback_host(settings.host) and not settings.allow_unauthenticated and not keys.any_active():
         revoked = " (every key is revoked, so it would refuse every request)" if keys.ever_had_keys() else ""
         raise fail(
             f"refusing to listen on {settings.host} without API keys{revoked}: anyone who can reach it could use "
-            "your GPU. Create one with `fluxedit keys create NAME`, or pass --allow-unauthenticated."
+            f"your GPU. Create one with `fluxedit keys create NAME {_data_dir_flag(settings)}`, "
+            "or pass --allow-unauthenticated."
         )
-    console.print(
-        f"fluxedit serving {settings.model} on http://{settings.host}:{settings.port} (data in {settings.data_dir})",
-        highlight=False,
-    )
+    say(f"fluxedit serving {settings.model} on http://{settings.host}:{settings.port}")
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5
     )
 
 
+def _open_data_folder(settings: Settings) -> Path:
+    """Make the data folder if needed and say which it is: a relative default depends on the current folder."""
+    folder = settings.data_dir.expanduser().resolve()
+    new = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    if settings.database_url:
+        where = f"database {settings.database_url.split('@')[-1]}, files in {folder}"  # never the password
+    else:
+        where = f"data folder {folder}"
+    say(f"{where}{' (new)' if new else ''}; choose it with --data-dir or FLUXEDIT_DATA_DIR")
+    return folder
+
+
+def _data_dir_flag(settings: Settings) -> str:
+    """The --data-dir a suggested command needs to reach the same data as this one."""
+    import shlex
+
+    return f"--data-dir {shlex.quote(str(settings.data_dir.expanduser().resolve()))}"
+
+
 def _key_ring(data_dir: Path | None):
+    from .config import Settings
     from .service.keys import KeyRing
     from .store.database import open_database
 
     settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _open_data_folder(settings)
     return KeyRing(open_database(settings.resolved_database_url))
 
 
@@ -420,7 +498,7 @@ def keys_create(
     record = made.record
     if made.adopted:  # the first key owns what was made before keys existed; say so, or it seems lost
         console.print(f"key {record.name!r} adopted {made.adopted} made without a key", highlight=False)
-    console.print(f"created key {record.name!r} (id {record.id}); keep it now, it is not shown again:", highlight=False)
+    say(f"created key {record.name!r} (id {record.id}); keep it now, it is not shown again:")
     print(made.key)
 
 
@@ -434,7 +512,7 @@ def keys_list(data_dir: DataDirOption = None) -> None:
         limit = f"${record.spending_limit:.2f}" if record.spending_limit is not None else "-"
         revoked = record.revoked_at.strftime("%Y-%m-%d %H:%M") if record.revoked_at else "-"
         created = record.created_at.strftime("%Y-%m-%d %H:%M")
-        table.add_row(record.id, record.name, record.prefix + "...", limit, created, revoked)
+        table.add_row(record.id, escape(record.name), record.prefix + "...", limit, created, revoked)
     Console().print(table)
 
 
@@ -446,7 +524,7 @@ def keys_revoke(
     record = _key_ring(data_dir).revoke(name_or_id)
     if record is None:
         raise fail(f"no active key named or with id {name_or_id!r}")
-    console.print(f"revoked key {record.name!r} (id {record.id})", highlight=False)
+    say(f"revoked key {record.name!r} (id {record.id})")
 
 
 def main() -> None:

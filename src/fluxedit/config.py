@@ -55,8 +55,9 @@ class Settings(BaseSettings):
     # The model
     model: str = DEFAULT_MODEL
     """A hub repo id, a diffusers folder, a BFL single-file .safetensors, or "tiny"."""
-    components: str = DEFAULT_MODEL
-    """Where the text encoders, VAE and configs come from when `model` is a single file."""
+    components: str | None = None
+    """Where the text encoders, VAE and configs come from when `model` is a single file: a diffusers folder or hub
+    repo id of FLUX.1 Kontext [dev]. A single file needs it; nothing is fetched from the hub unless it names a repo."""
     device: str = "auto"
     """auto, cuda, cuda:N, mps or cpu."""
     dtype: str = "auto"
@@ -171,7 +172,7 @@ class Settings(BaseSettings):
     decode_concurrency: int = Field(2, ge=1)
     """Images decoded at once, off the event loop; the others wait their turn."""
 
-    def engine_options(self) -> dict[str, str]:
+    def engine_options(self) -> dict[str, str | None]:
         return {
             "model": self.model,
             "components": self.components,

@@ -6,6 +6,14 @@ import os
 # transformers announces optional backends at import; keep the CLI's output for our users.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from .engine import EditRequest, EditResult, Engine, Progress
-
 __all__ = ["EditRequest", "EditResult", "Engine", "Progress"]
+
+
+def __getattr__(name: str):
+    # Loaded on first use, so light submodules (sources) are importable without torch: the CLI checks a
+    # --model value at once, before paying seconds of imports.
+    if name in __all__:
+        from importlib import import_module
+
+        return getattr(import_module(".engine", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,7 @@ from ..schema import ModelUnavailable
 from .bfl_checkpoint import bfl_to_diffusers
 from .devices import Placement, resolve_placement
 from .hub_access import check_hub_access
-from .sources import DEFAULT_MODEL, ModelSource, SourceKind, classify_source
+from .sources import DEFAULT_MODEL, ModelSource, SourceKind, classify_source, require_components
 from .tiny import build_tiny_pipeline
 
 log = logging.getLogger(__name__)
@@ -41,19 +41,20 @@ class LoadedModel:
 
 def load_model(
     model: str = DEFAULT_MODEL,
-    components: str = DEFAULT_MODEL,
+    components: str | None = None,
     device: str = "auto",
     dtype: str = "auto",
     memory_mode: str = "auto",
     token: str | None = None,
     text_encoder_device: str = "auto",
 ) -> LoadedModel:
-    """Load `model` (and, for a single file, the rest from `components`) and place it.
+    """Load `model` (and, for a single file, the rest from `components`: required then) and place it.
 
     text_encoder_device="cpu" keeps T5-XXL (9.5 GB in bf16) in CPU memory: slower prompts (the engine
     remembers recent ones), 9.5 GB more room on the GPU."""
     token = token if token is not None else os.environ.get("HF_TOKEN")
     source = classify_source(model)
+    require_components(source, components)  # before any download or hub search
     # The dtype depends on the device only, so decide it before loading anything.
     target_dtype = resolve_placement(device, dtype, "gpu", {"none": 0}).dtype
     pipe = _load_pipeline(source, components, target_dtype, token)
@@ -72,7 +73,7 @@ def load_model(
     return LoadedModel(pipe, source, placement)
 
 
-def _load_pipeline(source: ModelSource, components: str, dtype: torch.dtype, token: str | None):
+def _load_pipeline(source: ModelSource, components: str | None, dtype: torch.dtype, token: str | None):
     if source.kind is SourceKind.tiny:
         return build_tiny_pipeline().to(dtype)
     if source.kind is SourceKind.folder:

@@ -55,3 +55,14 @@ def classify_source(value: str) -> ModelSource:
         f"{value} was not found: it is not an existing folder or .safetensors file, "
         f"nor a Hugging Face repo id like {DEFAULT_MODEL}"
     )
+
+
+def require_components(source: ModelSource, components: str | None) -> None:
+    """A single-file transformer holds no text encoders, VAE or configs: say at once where they must come from."""
+    if source.kind is SourceKind.single_file and not components:
+        raise ModelUnavailable(
+            f"{source.location} is a single-file transformer: the text encoders, VAE and configs come from "
+            "--components (or FLUXEDIT_COMPONENTS). Pass a diffusers folder of FLUX.1 Kontext [dev] (the one holding "
+            f"model_index.json), or its hub id {DEFAULT_MODEL} (gated: accept its licence and set HF_TOKEN; "
+            "about 10 GB is downloaded once)"
+        )
