@@ -3,7 +3,6 @@ exactly once and correctly signed, and the delivery log shows each try."""
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import threading
@@ -17,10 +16,9 @@ from replicate.webhook import WebhookSigningSecret
 
 from fluxedit.service.webhooks import verify
 from tests.api.servers import make_key
-from tests.helpers import encoded, pattern
-from tests.service.server import Server, free_port, upload, wait_done
+from tests.service.server import Server, free_port, wait_done
 
-PHOTO = encoded(pattern(64, 64), "PNG")
+MISSING = "http://127.0.0.1:9/missing.png"  # refuses connections: the prediction fails at once, no model run
 SECRET = "whsec_seed_secret"
 MODEL = "black-forest-labs/flux-kontext-dev"
 QUICK_RETRIES = {  # tries every half second at most, for five minutes
@@ -81,17 +79,16 @@ def test_a_pending_webhook_arrives_after_a_restart_exactly_once_and_signed(tmp_p
     server = Server(data, "--allow-private-urls", env=QUICK_RETRIES).start()
     try:
         with server.client(key) as client:
-            body = {"input": {"prompt": "x", "num_inference_steps": 1, "image_url": upload(client, PHOTO)["id"]},
-                    "webhook_url": hook, "webhook_secret": SECRET}  # fmt: skip
+            body = {"input": {"prompt": "x", "image_url": MISSING}, "webhook_url": hook, "webhook_secret": SECRET}
             seed_id = client.post("/v1/prediction", json=body).json()["predictionID"]
             replicate_client = replicate.Client(api_token=key, base_url=server.url)
             replicate_id = replicate_client.predictions.create(
-                model=MODEL, input={"prompt": "x", "num_inference_steps": 1, "input_image": io.BytesIO(PHOTO)},
+                model=MODEL, input={"prompt": "x", "input_image": MISSING},
                 webhook=hook, webhook_events_filter=["completed"],
             ).id  # fmt: skip
             standard_secret = replicate_client.webhooks.default.secret()
-            assert wait_done(client, seed_id)["status"] == "success"
-            assert wait_done(client, replicate_id)["status"] == "success"
+            assert wait_done(client, seed_id)["status"] == "error"
+            assert wait_done(client, replicate_id)["status"] == "error"
             for prediction_id in (seed_id, replicate_id):  # the receiver is down: tries fail, retries wait
                 wait_for(lambda p=prediction_id: delivery_log(client, p)[0]["attempts"] >= 2, "no retry was logged")
         server.stop(stop_signal)
@@ -119,14 +116,14 @@ def test_a_pending_webhook_arrives_after_a_restart_exactly_once_and_signed(tmp_p
     assert len(seed_calls) == 1 and len(replicate_calls) == 1  # exactly once
     (headers, body), (standard_headers, standard_body) = seed_calls[0], replicate_calls[0]
     assert verify(SECRET, headers["x-webhook-timestamp"], body, headers["x-webhook-signature"])
-    assert json.loads(body)["status"] == "succeeded"
+    assert json.loads(body)["status"] == "failed"
     replicate_client.webhooks.validate(headers=standard_headers, body=standard_body.decode(),
                                        secret=WebhookSigningSecret(key=standard_secret.key), tolerance=300)  # fmt: skip
-    assert json.loads(standard_body)["status"] == "succeeded"
+    assert json.loads(standard_body)["status"] == "failed"
 
     for log, prediction_id in ((seed_log, seed_id), (replicate_log, replicate_id)):
         [delivery] = log
-        assert delivery["url"] == hook and delivery["prediction_status"] == "success"
+        assert delivery["url"] == hook and delivery["prediction_status"] == "error"
         assert delivery["state"] == "delivered" and delivery["delivered_at"] and delivery["next_attempt_at"] is None
         tries = delivery["tries"]
         assert delivery["attempts"] == len(tries) >= before[prediction_id] + 2  # before the stop, after it, success
@@ -142,8 +139,7 @@ def test_the_delivery_log_is_only_shown_to_the_owner(tmp_path):
     data = tmp_path / "data"
     alice, bob = make_key(data, "alice"), make_key(data, "bob")
     with Server(data, "--allow-private-urls", env=QUICK_RETRIES) as server, server.client(alice) as client:
-        body = {"input": {"prompt": "x", "image_url": "http://127.0.0.1:9/missing.png"},
-                "webhook_url": f"http://127.0.0.1:{free_port()}/hook"}  # fmt: skip
+        body = {"input": {"prompt": "x", "image_url": MISSING}, "webhook_url": f"http://127.0.0.1:{free_port()}/hook"}
         prediction_id = client.post("/v1/prediction", json=body).json()["predictionID"]
         assert wait_done(client, prediction_id)["status"] == "error"
         [delivery] = wait_for(lambda: delivery_log(client, prediction_id), "no delivery was stored")
