@@ -9,11 +9,10 @@ from fastapi import FastAPI
 from .. import __version__
 from ..config import Settings
 from ..imaging.decode import configure_decoding
-from ..imaging.decode import configure_decoding
 from ..service.services import Services
 from . import health
 from .body_limit import install_body_limits
-from .body_limit import install_body_limits
+from .docs import documented_app
 from .errors import install_error_handlers
 from .openai import errors as openai_errors
 from .openai import images as openai_images
@@ -38,15 +37,13 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await services.stop()
 
-    app = FastAPI(
+    app = documented_app(  # /docs and /redoc work offline
         title="fluxedit",
         version=__version__,
         description="Self-hosted image editing with FLUX.1 Kontext [dev].",
         lifespan=lifespan,
     )
     install_error_handlers(app, [replicate_errors.ERROR_SHAPE, openai_errors.ERROR_SHAPE])
-    install_body_limits(app, settings)  # every body counted while it streams: 413 past its endpoint's limit
-    configure_decoding(settings.max_input_pixels, settings.decode_memory_bytes, settings.decode_concurrency)
     install_body_limits(app, settings)  # every body counted while it streams: 413 past its endpoint's limit
     configure_decoding(settings.max_input_pixels, settings.decode_memory_bytes, settings.decode_concurrency)
     dialects = (replicate_predictions, replicate_webhooks, openai_images)  # Replicate's and OpenAI's clients
