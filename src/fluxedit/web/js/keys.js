@@ -48,6 +48,7 @@ export class KeyField {
     $("key-error").textContent = hasKey ? `The server refused this key: ${error.message}` : "";
     $("key-message").textContent =
       "This server needs an API key. Paste yours: it is kept in this browser's local storage and sent only to this server.";
+    $("key-toggle-label").textContent = hasKey ? "API key refused" : "API key"; // not "set": it does not work
     $("key-toggle").classList.add("needs-key");
     $("key-toggle").classList.remove("has-key");
     this.#open(true);

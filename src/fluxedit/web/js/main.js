@@ -24,6 +24,7 @@ let keys, picker, prompt, output, chain, history;
 
 async function start() {
   keys = new KeyField(() => {
+    output.dismissFailure(); // a run refused for its key may work now
     history.load();
     loadLoraNames();
     refresh();
@@ -40,11 +41,14 @@ async function start() {
     event.preventDefault();
     run();
   });
+  // "Write a prompt" and the like are about the form as it was: changing it answers them.
+  $("edit-form").addEventListener("input", () => ($("run-error").textContent = ""));
   $("cancel").addEventListener("click", cancel);
   try {
     card = await call("GET", `/v1/models/${MODEL}`);
   } catch (error) {
     $("run-error").textContent = `The model card could not be loaded: ${error.message}`;
+    output.failed(`The page cannot run edits: the model card could not be loaded (${error.message}).`);
     return;
   }
   showModel(card);
@@ -170,10 +174,8 @@ async function run() {
       settings.setLastSeed(prediction.seed);
     }
   } catch (error) {
+    output.failed(failureMessage(error, run.id));
     if (!(error instanceof ApiError)) throw error;
-    $("run-error").textContent = error.message;
-    output.idle();
-    output.status("error");
   } finally {
     clearInterval(timer);
     current = null;
@@ -192,8 +194,19 @@ async function cancel() {
   try {
     await cancelPrediction(run.id); // the stream then ends with status "cancelled"
   } catch (error) {
-    $("run-error").textContent = error.message;
+    if (!(error instanceof ApiError)) throw error;
+    if (current !== run) return; // it ended meanwhile: its own outcome is shown
+    $("progress-text").textContent = `Could not cancel: ${error.message}`;
+    $("cancel").disabled = false;
   }
+}
+
+// What the output panel says when a run ends without a prediction to show.
+function failureMessage(error, predictionId) {
+  const what = predictionId === null ? "The run could not start" : "Following the run failed";
+  const reason = error instanceof ApiError ? error.message : `the page hit an error (${error.message})`;
+  const fix = error.status === 401 ? " Set a valid API key with the API key button at the top." : "";
+  return `${what}: ${reason.replace(/\.$/, "")}.${fix}`;
 }
 
 function setRunning(running) {

@@ -16,6 +16,7 @@ export class OutputView {
     this.onEdit = onEdit;
     this.onReuseSeed = onReuseSeed;
     this.prediction = null;
+    this.failure = null; // the message shown when a run ended without a prediction to show
     this.selected = 0;
     $("view-result").addEventListener("click", () => this.#compare(false));
     $("view-compare").addEventListener("click", () => this.#compare(true));
@@ -35,8 +36,21 @@ export class OutputView {
     $("result-bar").hidden = true;
     $("compare").hidden = true;
     $("live-preview").hidden = true;
-    $("placeholder").hidden = false;
-    $("placeholder").querySelector("p").textContent = "Starting… a live preview appears after the first step.";
+    this.#message("Starting… a live preview appears after the first step.");
+  }
+
+  // A run that ended without a prediction to show (refused, unreachable server, lost stream): its reason.
+  failed(message) {
+    this.prediction = null;
+    $("progress-box").hidden = true;
+    for (const id of ["result-bar", "compare", "live-preview"]) $(id).hidden = true;
+    this.status("error");
+    this.#message(message, "failure");
+  }
+
+  // A failure whose cause may be gone (a new key was saved): back to the empty panel.
+  dismissFailure() {
+    if (this.failure && !this.prediction) this.clear();
   }
 
   status(status) {
@@ -81,16 +95,24 @@ export class OutputView {
     this.#render(prediction, before, elapsed, 0);
   }
 
-  idle() {
-    $("progress-box").hidden = true;
-  }
-
   // Nothing to show: the placeholder again.
   clear() {
     this.prediction = null;
     for (const id of ["status-pill", "progress-box", "result-bar", "compare", "live-preview"]) $(id).hidden = true;
+    this.#message("Your edited image appears here.");
+    $("placeholder-hint").hidden = false;
+  }
+
+  // The placeholder with one message: the "how to start" hint only shows on the empty panel (clear()).
+  #message(text, kind = "") {
+    const failure = kind === "failure";
+    this.failure = failure ? text : null;
     $("placeholder").hidden = false;
-    $("placeholder").querySelector("p").textContent = "Your edited image appears here.";
+    $("placeholder").classList.toggle("failure", failure);
+    $("placeholder-text").textContent = text;
+    if (failure) $("placeholder-text").setAttribute("role", "alert");
+    else $("placeholder-text").removeAttribute("role");
+    $("placeholder-hint").hidden = true;
   }
 
   // A finished prediction from before (a reopened step, a history entry).
@@ -108,13 +130,14 @@ export class OutputView {
     if (prediction.status !== "success") {
       $("compare").hidden = true;
       $("result-bar").hidden = true;
-      $("placeholder").hidden = false;
-      $("placeholder").querySelector("p").textContent =
-        prediction.status === "error"
-          ? `The edit failed: ${prediction.output?.error_message || "no reason given"}`
-          : "The run was cancelled before it finished. Nothing was charged.";
+      if (prediction.status === "error") {
+        this.#message(`The edit failed: ${prediction.output?.error_message || "no reason given"}`, "failure");
+      } else {
+        this.#message("The run was cancelled before it finished. Nothing was charged.");
+      }
       return;
     }
+    this.failure = null;
     $("placeholder").hidden = true;
     $("compare").hidden = false;
     $("result-bar").hidden = false;
