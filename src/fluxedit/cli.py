@@ -527,6 +527,65 @@ def keys_revoke(
     say(f"revoked key {record.name!r} (id {record.id})")
 
 
+RetainOption = Annotated[
+    str | None,
+    typer.Option(help="Override the setting for this run: 30d, 12h, 3600 (seconds) or off.", show_default=False),
+]
+
+
+@app.command("gc")
+def gc(
+    data_dir: DataDirOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    retain_inputs: RetainOption = None,
+    retain_outputs: RetainOption = None,
+    retain_trainings: RetainOption = None,
+) -> None:
+    """Remove what has expired now (FLUXEDIT_RETAIN_*); safe while the server runs."""
+    from pydantic import ValidationError
+
+    from .config import Settings
+    from .service.quota import StorageQuota, size_text
+    from .service.retention import READ_GRACE_S, Retention
+    from .store.database import open_database
+    from .store.files import FileStore
+
+    overrides = {"retain_inputs": retain_inputs, "retain_outputs": retain_outputs, "retain_trainings": retain_trainings}
+    try:
+        settings = Settings(**({"data_dir": data_dir} if data_dir else {}), **{k: v for k, v in overrides.items() if v})
+    except ValidationError as error:
+        problem = error.errors()[0]
+        name = str(problem["loc"][0])
+        message = problem["msg"].removeprefix("Value error, ")
+        raise fail(f"--{name.replace('_', '-')} (FLUXEDIT_{name.upper()}): {message}") from None
+    if not settings.database_url and not (settings.data_dir / "fluxedit.db").is_file():
+        folder = settings.data_dir.expanduser().resolve()
+        raise fail(f"no fluxedit data in {folder}: name the server's folder with --data-dir or FLUXEDIT_DATA_DIR")
+    folder = _open_data_folder(settings)
+    sessions = open_database(settings.resolved_database_url)
+    quota = StorageQuota.from_settings(settings, sessions)
+    retention = Retention.from_settings(settings, sessions, FileStore(folder / "files", sessions), quota)
+    say(
+        "kept: outputs " + _kept_for(settings.retain_outputs) + ", inputs " + _kept_for(settings.retain_inputs)
+        + " after their last use, an ended training's data " + _kept_for(settings.retain_trainings)
+    )  # fmt: skip
+    if not dry_run:
+        say(f"removing; the bytes of removed files go {READ_GRACE_S:g} s after their records, for readers under way")
+    say(retention.sweep(dry_run=dry_run).summary())
+    used = quota.usage().total
+    limit = f" of the {size_text(settings.storage_quota_bytes)} quota" if settings.storage_quota_bytes else ""
+    say(f"stored now: {size_text(used)}{limit}")
+
+
+def _kept_for(seconds: float | None) -> str:
+    if seconds is None:
+        return "for ever"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def main() -> None:
     try:
         app()

@@ -1,7 +1,8 @@
-"""Retention: what expired goes (records first, bytes after a grace), what work needs stays."""
+"""Retention and `fluxedit gc`: what expired goes (records first, bytes after a grace), what work needs stays."""
 
 import os
 import secrets
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +16,7 @@ from fluxedit.store.files import FileStore
 from fluxedit.store.models import Prediction, StoredFile, Training
 from tests import lora_builders as build
 from tests.helpers import encoded, pattern
-from tests.service.server import Server, create, upload, wait_done
+from tests.service.server import FLUXEDIT, Server, create, upload, wait_done
 
 DAY = 86400.0
 PHOTO = encoded(pattern(640, 480), "PNG")
@@ -206,7 +207,7 @@ def test_the_lora_cache_never_evicts_a_lora_that_queued_work_was_resolved_to(tmp
     assert not cache.path(other).exists()  # the cache is over its size: what nobody needs goes
 
 
-# ---- the server, over HTTP -------------------------------------------------------
+# ---- the server and `fluxedit gc`, over HTTP -------------------------------------------------------
 
 
 def wait_until(check, timeout: float = 60, what: str = "the condition"):
@@ -244,3 +245,36 @@ def test_the_server_sweeps_expired_files_and_spares_those_queued_work_needs(tmp_
         wait_until(lambda: client.get(f"/v1/files/{photo}").status_code == 404, what="the photo expired")
         files = server.data_dir / "files"
         wait_until(lambda: not any(files.glob(f"*/{photo}")), what="the photo's bytes removed", timeout=30)
+
+
+def test_gc_while_the_server_runs_removes_what_expired_and_nothing_queued_work_needs(tmp_path):
+    data = tmp_path / "data"
+    with Server(data, env={"FLUXEDIT_RETENTION_SWEEP_INTERVAL": "off"}) as server, server.client() as client:
+        photo = upload(client, PHOTO)["id"]
+        done = wait_done(client, create(client, image_url=photo, seed=1))
+        used = wait_done(client, create(client, image_url=photo, seed=2))
+        time.sleep(1.5)
+        running = create(client, image_url=photo, num_inference_steps=12)
+        queued = create(client, image_url=used["output"][0], seed=3)
+
+        result = subprocess.run(
+            [FLUXEDIT, "gc", "--data-dir", str(data), "--retain-outputs", "1s", "--retain-inputs", "1s"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert f"data folder {data.resolve()}" in result.stderr
+        assert "removed 1 outputs, 0 inputs" in result.stderr  # `done`'s output; the photo and `used`'s are in use
+
+        assert wait_done(client, running)["status"] == "success"
+        assert wait_done(client, queued)["status"] == "success"
+        assert client.get(f"/v1/prediction/{done['id']}").json()["data_removed"] is True
+        assert httpx.get(done["output"][0]).status_code == 404
+        assert client.get(f"/v1/prediction/{used['id']}").json()["data_removed"] is False
+
+
+def test_gc_refuses_a_folder_without_fluxedit_data(tmp_path):
+    result = subprocess.run([FLUXEDIT, "gc", "--data-dir", str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "no fluxedit data in" in result.stderr and "--data-dir" in result.stderr
+    bad = subprocess.run([FLUXEDIT, "gc", "--retain-outputs", "soon"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--retain-outputs (FLUXEDIT_RETAIN_OUTPUTS): 'soon' is not a duration" in bad.stderr
