@@ -7,6 +7,8 @@ let counter = 0;
 
 export async function sourceFromReference(reference) {
   if (/^file_[\w-]+$/.test(reference)) return fromUpload(reference);
+  const ownUpload = ownFileId(reference);
+  if (ownUpload) return fromUpload(ownUpload);
   const output = /\/outputs\/file_[\w-]+\.(jpg|png|webp)$/.test(reference);
   const format = /\.(jpe?g|png|webp)(?:[?#]|$)/i.exec(reference)?.[1].toLowerCase().replace("jpg", "jpeg") ?? null;
   return {
@@ -14,6 +16,19 @@ export async function sourceFromReference(reference) {
     name: output ? "an earlier result" : reference.slice(reference.lastIndexOf("/") + 1) || reference,
     format, width: null, height: null,
   };
+}
+
+// Views show a stored input (an upload, a data URI sent earlier) as this server's /v1/files/ID/content URL,
+// which needs the key: such a URL is reopened as the upload it names.
+function ownFileId(reference) {
+  let url;
+  try {
+    url = new URL(reference, location.href);
+  } catch {
+    return null;
+  }
+  if (url.origin !== location.origin) return null;
+  return /^\/v1\/files\/(file_[\w-]+)(?:\/content)?$/.exec(url.pathname)?.[1] ?? null;
 }
 
 // An upload is only readable with the key, so it comes down as a blob for the thumbnail.
