@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from ..store.files import FileStore
 from ..store.models import Prediction
 from .runner import ERROR, SUCCESS, TERMINAL
@@ -55,13 +57,16 @@ class PredictionWebhooks:
         self.formats[name] = webhook_format
         self.sender.register_signer(name, webhook_format.signer)  # stored deliveries name their signer
 
-    def changed(self, prediction: Prediction, previous_status: str | None, logged: bool) -> None:
-        """Called by the runner after a prediction with a webhook was created or changed status."""
+    def changed(
+        self, prediction: Prediction, previous_status: str | None, logged: bool, session: Session | None = None
+    ) -> None:
+        """Called by the runner, inside the transaction that created or changed a prediction with a webhook
+        (`session`): the delivery is stored with the change, or not at all."""
         if not prediction.webhook_url:
             return
         if prediction.webhook_format is None:
             if prediction.status in (SUCCESS, ERROR):
-                self.deliver(prediction)
+                self.deliver(prediction, session)
             return
         wanted = set(prediction.webhook_events or DEFAULT_EVENTS)
         if wanted & change_events(previous_status, prediction, logged):
@@ -69,7 +74,7 @@ class PredictionWebhooks:
             if chosen is None:  # a status change must never fail over a webhook
                 log.warning("no webhook format %r: webhook of %s not sent", prediction.webhook_format, prediction.id)
                 return
-            self._enqueue(prediction, chosen.payload(prediction), prediction.webhook_format)
+            self._enqueue(prediction, chosen.payload(prediction), prediction.webhook_format, session)
 
     def payload(self, prediction: Prediction) -> dict:
         if prediction.status == "success":
@@ -85,10 +90,10 @@ class PredictionWebhooks:
             "error": prediction.error_message or "",
         }
 
-    def deliver(self, prediction: Prediction) -> None:
-        self._enqueue(prediction, self.payload(prediction), None)
+    def deliver(self, prediction: Prediction, session: Session | None = None) -> None:
+        self._enqueue(prediction, self.payload(prediction), None, session)
 
-    def _enqueue(self, prediction: Prediction, payload: dict, signer: str | None) -> None:
+    def _enqueue(self, prediction: Prediction, payload: dict, signer: str | None, session: Session | None) -> None:
         """Into the outbox: sent in the background, retried, and kept across restarts until it arrives."""
         try:
             self.sender.enqueue(
@@ -98,6 +103,7 @@ class PredictionWebhooks:
                 prediction.webhook_secret,
                 signer=signer,
                 prediction_status=prediction.status,
+                session=session,
             )
         except Exception:  # a status change must never fail over a webhook
             log.exception("webhook of %s (%s) could not be stored; not sent", prediction.id, prediction.status)

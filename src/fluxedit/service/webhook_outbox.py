@@ -47,9 +47,19 @@ class WebhookOutbox:
         self.sessions = sessions
 
     def add(
-        self, prediction_id: str, url: str, body: str, secret: str | None, signer: str | None, prediction_status: str
+        self,
+        prediction_id: str,
+        url: str,
+        body: str,
+        secret: str | None,
+        signer: str | None,
+        prediction_status: str,
+        session: Session | None = None,
     ) -> str:
-        """Store a delivery, due now; its id is the same on every try (receivers drop repeats by it)."""
+        """Store a delivery, due now; its id is the same on every try (receivers drop repeats by it).
+
+        With `session`, the row is written in that transaction: the status change that caused it and the
+        delivery commit together, so no crash between the two can lose the webhook."""
         delivery = WebhookDelivery(
             id="msg_" + secrets.token_hex(12),
             prediction_id=prediction_id,
@@ -62,8 +72,11 @@ class WebhookOutbox:
             tries=[],
             next_attempt_at=utcnow(),
         )
-        with self.sessions.begin() as session:
+        if session is not None:
             session.add(delivery)
+            return delivery.id
+        with self.sessions.begin() as own:
+            own.add(delivery)
         return delivery.id
 
     def claim_due(self, now: datetime, limit: int, lease_s: float, skip: set[str]) -> list[Claimed]:

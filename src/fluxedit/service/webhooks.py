@@ -128,12 +128,13 @@ class WebhookSender:
         *,
         signer: str | None = None,
         prediction_status: str = "",
+        session: Session | None = None,
     ) -> str:
         """Store a delivery and return its id at once; safe to call from the loop or from another thread.
 
         With `signer` (a registered name), that dialect signs each try instead of the X-Webhook-Signature scheme."""
         body = json.dumps(payload, separators=(",", ":"))  # these exact bytes are signed and sent, every try
-        delivery_id = self.outbox.add(prediction_id, url, body, secret, signer, prediction_status)
+        delivery_id = self.outbox.add(prediction_id, url, body, secret, signer, prediction_status, session)
         self._poke()
         return delivery_id
 
