@@ -14,6 +14,7 @@ import secrets
 import time
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -196,9 +197,9 @@ class Runner:
             session.add(prediction)
             session.flush()  # the insert takes the write lock first, so the counts see every other create
             self._check_admission(caller, prediction.cost, session, prediction.id)
+            if webhook_url is not None:  # stored with the prediction: its "start" webhook cannot be lost
+                self.webhooks.changed(_detached_copy(prediction), None, logged=False, session=session)
         self.hub.publish(prediction.id, {"type": "status", "status": QUEUED})
-        if webhook_url is not None:
-            self.webhooks.changed(prediction, None, logged=False)
         if prediction.inputs_ready:
             self._wake.set()
         else:
@@ -260,6 +261,8 @@ class Runner:
 
     async def _prepare(self, prediction_id: str) -> None:
         prediction = self.get(prediction_id)
+        if not self._runnable(prediction):
+            return
         edit_input = EditInput(**prediction.input)
         caller = Caller(prediction.owner_key_id, "")
         references = [edit_input.image_url, *edit_input.image_urls]
@@ -351,16 +354,29 @@ class Runner:
                 return []
             keys = self.turns.order(oldest)
             if self._batch_limit() <= 1:
-                return self._ready_of(session, keys[0], 1)
-            queues = [self._ready_of(session, keys[0], BATCH_SCAN)]
-            queues += [self._ready_of(session, key, BATCH_SCAN_PER_KEY) for key in keys[1:BATCH_KEYS]]
-        return self._fill_batch(queues)
+                queues = [self._ready_of(session, keys[0], 1)]
+            else:
+                queues = [self._ready_of(session, keys[0], BATCH_SCAN)]
+                queues += [self._ready_of(session, key, BATCH_SCAN_PER_KEY) for key in keys[1:BATCH_KEYS]]
+        if not queues[0]:
+            return self._next_batch()  # its first rows could not run and have just been failed: look again
+        return queues[0][:1] if self._batch_limit() <= 1 else self._fill_batch(queues)
 
-    @staticmethod
-    def _ready_of(session: Session, key: str | None, limit: int) -> list[Prediction]:
+    def _ready_of(self, session: Session, key: str | None, limit: int) -> list[Prediction]:
         owned = Prediction.owner_key_id.is_(None) if key is None else Prediction.owner_key_id == key
         query = select(Prediction).where(Prediction.status == QUEUED, Prediction.inputs_ready, owned)
-        return list(session.scalars(query.order_by(Prediction.created_at, Prediction.id).limit(limit)))
+        ready = list(session.scalars(query.order_by(Prediction.created_at, Prediction.id).limit(limit)))
+        return [prediction for prediction in ready if self._runnable(prediction)]
+
+    def _runnable(self, prediction: Prediction) -> bool:
+        """Whether a queued row's stored input still validates (a row from an older version may not): one that
+        does not is failed now, with the reason, instead of stalling the queue on every dispatch."""
+        try:
+            EditInput(**prediction.input)
+        except (ValueError, TypeError, InputError) as error:  # pydantic's ValidationError is a ValueError
+            self._fail(prediction.id, "INPUT_VALIDATION_ERROR", f"the stored input is not valid: {_first_error(error)}")
+            return False
+        return True
 
     def _fill_batch(self, queues: list[list[Prediction]]) -> list[Prediction]:
         """queues[0][0] and what can join it: one prediction per key and round, the other keys' first (queues[0]
@@ -607,13 +623,13 @@ class Runner:
             if status == QUEUED:
                 prediction.started_at = None
             snapshot = _detached_copy(prediction)
+            if snapshot.webhook_url:  # in the same transaction: the change and its webhook commit together
+                self.webhooks.changed(snapshot, previous_status, logged=bool(log_line), session=session)
         self.hub.publish(prediction_id, {"type": "status", "status": status})
         if status in TERMINAL:
             self.metrics.predictions.labels(status).inc()
             self.hub.publish(prediction_id, {"type": "done", "status": status})
             self.hub.finish(prediction_id)
-        if snapshot.webhook_url:
-            self.webhooks.changed(snapshot, previous_status, logged=bool(log_line))  # it decides what to send
         self._refresh_queue_gauge()
 
     # ---- bookkeeping ----------------------------------------------------------------------
@@ -638,6 +654,13 @@ class Runner:
             return
         for state in ("starting", "ready", "busy", "failed", "stopped"):
             self.metrics.workers.labels(state).set(sum(1 for w in self.pool.workers if w.state == state))
+
+
+def _first_error(error: Exception) -> str:
+    if isinstance(error, ValidationError) and error.errors():
+        first = error.errors()[0]
+        return f"input.{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+    return str(error)
 
 
 def _aware(moment: datetime) -> datetime:
