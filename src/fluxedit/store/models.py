@@ -31,6 +31,8 @@ class ApiKey(Base):
 
 class StoredFile(Base):
     __tablename__ = "files"
+    # Identical inputs are stored once: a new input is looked up by its owner and content hash first.
+    __table_args__ = (Index("ix_files_owner_sha256", "owner_key_id", "sha256"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True, index=True)
