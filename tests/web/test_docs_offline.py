@@ -1,7 +1,9 @@
 """/docs and /redoc work on a machine without internet: their scripts and styles come from this server.
 
 A real headless Chromium loads each page from a real `fluxedit serve` with every request to another host
-aborted, as on an offline machine, and must show the API's operations.
+aborted, as on an offline machine, and must show the API's operations. It lives beside the other browser
+tests on purpose: the session's Playwright (tests/web/conftest.py) keeps an event loop running in the main
+thread, so the in-process asyncio tests of other folders must run before it starts.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.service.server import Server
-from tests.web.conftest import browser  # noqa: F401  (the fixture: Debian's chromium through Playwright)
 
 OPERATIONS = ["/v1/prediction", "/v1/files", "/v1/models/{owner}/{name}/predictions", "/v1/images/edits"]
 
@@ -23,7 +24,7 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture
-def offline_page(browser):  # noqa: F811
+def offline_page(browser):
     """A page whose requests beyond 127.0.0.1 are cut off, and the list of those it tried."""
     context = browser.new_context()
     page = context.new_page()
