@@ -25,11 +25,12 @@ from fluxedit.schema import OutputFormat, validated_settings
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny")
+    parser.add_argument("--components", default=None, help="the text encoders and VAE of a single-file --model")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    engine = Engine.load(model=args.model)
+    engine = Engine.load(model=args.model, components=args.components)
     image = pattern(1024, 1024)
     request = EditRequest(
         validated_settings(prompt="make it a watercolour", num_inference_steps=args.steps, seed=1),

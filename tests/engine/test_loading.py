@@ -72,6 +72,23 @@ def _edit_with_hub(tmp_path, env_overrides: dict) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
 
 
+def test_hub_components_out_of_reach_name_the_components_fix(tmp_path):
+    # A single-file transformer whose --components hub id cannot be reached: the fix is --components
+    # (a local diffusers folder), not --model, which the user already points at a local file.
+    checkpoint = write_tiny_bfl_checkpoint(tmp_path / "flux1-kontext-dev.safetensors")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
+    script = (
+        "from fluxedit.engine import Engine\n"
+        "from fluxedit.schema import ModelUnavailable\n"
+        f"try:\n    Engine.load(model={str(checkpoint)!r}, components='black-forest-labs/FLUX.1-Kontext-dev')\n"
+        "except ModelUnavailable as error:\n    print('UNAVAILABLE:', error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert "UNAVAILABLE: black-forest-labs/FLUX.1-Kontext-dev is not in the local Hugging Face cache" in result.stdout
+    assert "point --components at a local diffusers folder" in result.stdout
+    assert "point --model" not in result.stdout
+
+
 def test_offline_without_a_cached_copy_says_what_to_do(tmp_path):
     result = _edit_with_hub(tmp_path, {"HF_HUB_OFFLINE": "1"})
     assert "UNAVAILABLE: black-forest-labs/FLUX.1-Kontext-dev is not in the local Hugging Face cache" in result.stdout

@@ -24,9 +24,15 @@ PROBE_FILE = "model_index.json"
 hub_logging.set_verbosity_error()  # its own warning repeats, less clearly, what we raise
 
 
-def check_hub_access(repo_id: str, token: str | None) -> None:
-    """Raise ModelUnavailable with what to do when `repo_id` cannot be downloaded or found in the cache."""
-    local_copy = "or point --model at a local copy (a diffusers folder, or a single .safetensors file)"
+def check_hub_access(repo_id: str, token: str | None, flag: str = "--model") -> None:
+    """Raise ModelUnavailable with what to do when `repo_id` cannot be downloaded or found in the cache.
+
+    `flag` is the option that named it: --model, or --components for a single-file transformer's text encoders
+    and VAE (which only a diffusers folder or hub id can give)."""
+    if flag == "--components":
+        local_copy = "or point --components at a local diffusers folder of FLUX.1 Kontext [dev]"
+    else:
+        local_copy = "or point --model at a local copy (a diffusers folder, or a single .safetensors file)"
     try:
         hf_hub_download(repo_id, PROBE_FILE, token=token or None)
     except GatedRepoError:

@@ -107,7 +107,7 @@ def _load_single_file(path: str, components: str, dtype: torch.dtype, token: str
         config = pipe.transformer.config
     else:
         if rest.kind is SourceKind.hub:
-            check_hub_access(rest.location, token)
+            check_hub_access(rest.location, token, flag="--components")
         config = FluxTransformer2DModel.load_config(
             rest.location, subfolder="transformer", token=token, local_files_only=rest.kind is SourceKind.folder
         )
