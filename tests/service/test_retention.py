@@ -227,12 +227,15 @@ def test_the_server_sweeps_expired_files_and_spares_those_queued_work_needs(tmp_
         output_url = first["output"][0]
         # The photo and the first output are soon old enough to go, but a long prediction uses the photo
         # and a queued one uses the output: both must outlive their retention until that work is done.
-        running = create(client, image_url=photo, num_inference_steps=12)
+        running = create(client, image_url=photo, num_inference_steps=50)  # far longer than the wait below
         queued = create(client, image_url=output_url, seed=2)
+        wait_until(lambda: client.get(f"/v1/prediction/{running}").json()["status"] == "processing", what="it runs")
         time.sleep(4)  # past their retention, several sweeps later
+        assert client.get(f"/v1/prediction/{running}").json()["status"] == "processing"  # still in use, then:
         assert httpx.get(output_url).status_code == 200
         assert client.get(f"/v1/files/{photo}").status_code == 200
-        assert wait_done(client, running)["status"] == "success"
+        client.post(f"/v1/prediction/{running}/cancel")
+        assert wait_done(client, running)["status"] == "cancelled"
         finished = wait_done(client, queued)
         assert finished["status"] == "success", finished
 
