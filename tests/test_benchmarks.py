@@ -19,3 +19,14 @@ def test_gpu_benchmark_runs_at_a_reduced_size_on_the_cpu():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| gpu | none | 3 |" in result.stdout and "| gpu | regular |" in result.stdout
     assert "fp8 and torch.compile need a CUDA GPU" in result.stdout
+
+
+def test_load_benchmark_prints_its_figures_and_loses_nothing():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.load", "--keys", "2", "--heavy", "3", "--light", "1", "--budget", "240"],
+        capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "statuses: {'success': 4}; not found again in the lists: 0" in result.stdout
+    assert "create latency: p50" in result.stdout and "/health latency meanwhile" in result.stdout
+    assert "fairness: light keys' median queue time / heavy key's =" in result.stdout
