@@ -95,3 +95,37 @@ def test_cancel_a_training(client):
     assert client.get(f"/v1/trainings/{training['id']}/lora").status_code == 409
     listed = {t["id"]: t["status"] for t in client.get("/v1/trainings").json()["data"]}
     assert listed[training["id"]] == "cancelled"
+
+
+def _damaged_zip() -> bytes:
+    """A zip whose first member's deflate stream is garbage (the headers and sizes are intact)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("pairs/p0_start.png", bytes(range(256)) * 64)
+        archive.writestr("pairs/p0_end.png", bytes(range(256)) * 64)
+    data = bytearray(buffer.getvalue())
+    start = 30 + len("pairs/p0_start.png")  # the first member's local header, then its compressed bytes
+    data[start : start + 40] = b"\xff" * 40
+    return bytes(data)
+
+
+def _caption_not_utf8() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(2):
+            picture = pattern(128, 128, seed=i)
+            archive.writestr(f"pairs/p{i}_start.png", encoded(picture, "PNG"))
+            archive.writestr(f"pairs/p{i}_end.png", encoded(ImageOps.invert(picture), "PNG"))
+            archive.writestr(f"pairs/p{i}.txt", b"caf\xe9 \xff\xfe")  # Latin-1, not UTF-8
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [(_damaged_zip(), "the zip is damaged"), (_caption_not_utf8(), "a caption file is not UTF-8 text")],
+    ids=["damaged-deflate", "caption-not-utf8"],
+)
+def test_an_unreadable_zip_is_a_clear_422_not_a_500(client, data, said):
+    response = client.post("/v1/trainings", files={"data": ("pairs.zip", data)}, data={**FIELDS, "name": "bad"})
+    assert response.status_code == 422, response.text
+    assert said in response.json()["error"] and "data" in response.json()["error"]

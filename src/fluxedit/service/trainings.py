@@ -14,6 +14,7 @@ import logging
 import secrets
 import shutil
 import zipfile
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,6 +33,25 @@ log = logging.getLogger(__name__)
 QUEUED, PROCESSING, SUCCESS, ERROR, CANCELLED = "created", "processing", "success", "error", "cancelled"
 TERMINAL = frozenset({SUCCESS, ERROR, CANCELLED})
 MAX_CRASHES = 3  # a training that kills its worker this often is failed, not retried for ever
+
+
+# What a damaged or unusual zip raises while it is read: the sender's problem, told as such (never a 500).
+# RuntimeError: an encrypted member; NotImplementedError: an unsupported compression; zlib.error and
+# EOFError: damaged data; UnicodeDecodeError: a caption that is not UTF-8 text.
+UNREADABLE_ZIP = (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, NotImplementedError, zlib.error, EOFError,
+                  UnicodeDecodeError)  # fmt: skip
+
+
+def _zip_problem(error: Exception) -> str:
+    if isinstance(error, zipfile.BadZipFile):
+        return f"not a zip file ({error})"
+    if isinstance(error, UnicodeDecodeError):
+        return "a caption file is not UTF-8 text"
+    if isinstance(error, RuntimeError):
+        return f"the zip cannot be read: it is encrypted or damaged ({error})"
+    if isinstance(error, NotImplementedError):
+        return f"the zip uses a compression method this server does not read ({error}); use deflate or store"
+    return f"the zip is damaged ({type(error).__name__}: {error})"
 
 
 class TrainingInput(BaseModel):
@@ -148,9 +168,9 @@ class TrainingRunner:
                     self.quota.check(caller.key_id, sum(info.file_size for info in archive.infolist()))
             data_dir = extract_zip(zip_path, unpacked)
             pairs = load_pairs(data_dir, training_input.default_caption, training_input.trigger_word)
-        except (DatasetError, zipfile.BadZipFile) as error:
+        except (DatasetError, *UNREADABLE_ZIP) as error:
             shutil.rmtree(self.folder / training_id, ignore_errors=True)
-            problems = error.problems if isinstance(error, DatasetError) else [f"data: not a zip file ({error})"]
+            problems = error.problems if isinstance(error, DatasetError) else [f"data: {_zip_problem(error)}"]
             raise InputError("data", "; ".join(problems)) from None
         except BaseException:
             shutil.rmtree(self.folder / training_id, ignore_errors=True)
