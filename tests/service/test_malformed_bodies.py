@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 
 import httpx
 import pytest
@@ -270,6 +272,23 @@ def test_file_and_lora_uploads_name_the_missing_part(client):
     assert_refused(client.post("/v1/loras", data={"name": "style"}), "file")
     lora = {"file": ("style.safetensors", b"\0" * 16)}
     assert_refused(client.post("/v1/loras", data={"name": ""}, files=lora), "name")
+
+
+def test_a_lora_whose_header_is_deeply_nested_json_is_refused(client):
+    header = b"[" * 100_000 + b"]" * 100_000
+    lora = {"file": ("style.safetensors", struct.pack("<Q", len(header)) + header)}
+    assert_refused(client.post("/v1/loras", data={"name": "deep"}, files=lora), "file")
+
+
+@pytest.mark.parametrize("path", ["/v1/prediction", "/v1/predictions"])
+@pytest.mark.parametrize(
+    "raw", ['[["2026-01-01", "x"]]', "[" * 9000 + "]" * 9000, "x" * 300], ids=["shape", "deep", "long"]
+)
+def test_a_cursor_that_is_not_ours_is_refused(client, path, raw):
+    cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    response = client.get(path, params={"cursor": cursor})
+    assert 400 <= response.status_code < 500, response.text
+    assert "cursor" in response.text
 
 
 # ---- property: any JSON value in any top-level or input field ------------------------------------------------

@@ -29,15 +29,20 @@ def prediction_page(
     return page, _encode_cursor(page[-1]) if more else None
 
 
+MAX_CURSOR_CHARS = 256
+
+
 def _encode_cursor(prediction: Prediction) -> str:
     raw = json.dumps([prediction.created_at.isoformat(), prediction.id])
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    if len(cursor) > MAX_CURSOR_CHARS:  # ours are ~80 characters; a long one is not ours (and not parsed)
+        raise InputError("cursor", "is not a cursor this server gave out")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, last_id = json.loads(raw)
         return datetime.fromisoformat(created), str(last_id)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise InputError("cursor", "is not a cursor this server gave out") from None

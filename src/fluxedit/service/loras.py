@@ -60,7 +60,7 @@ def safetensors_keys(path: Path, field: str) -> list[str]:
             raise InputError(field, "is not a safetensors file (its header is not valid)")
         try:
             header = json.loads(stream.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # deep nesting: not a header either
             raise InputError(
                 field, "is not a safetensors file (pickled .ckpt/.pt/.bin files are never loaded)"
             ) from None
