@@ -255,6 +255,22 @@ def test_a_chunked_upload_is_cut_off_just_past_its_limit_in_each_dialect(server)
     assert answer["error"]["type"] == "invalid_request_error" and "200.2 MB" in answer["error"]["message"]
 
 
+@pytest.mark.parametrize("path", ["/v1/files", "/v1/loras", "/v1/images/edits"])
+def test_a_urlencoded_body_keeps_the_json_limit_not_the_file_limit(server, path):
+    # A form that is not multipart is read whole into memory: the big file limits are for multipart alone.
+    sent, status, _ = send_chunked(server.port, path, "application/x-www-form-urlencoded", b"name=", 200 * MB)
+    assert sent < 8 * MB + SLACK, f"the server read {sent / MB:.0f} MB of a urlencoded body to {path}"
+    assert status in (400, 413)  # refused as not an upload, or as too large: either way, never read whole
+
+
+def test_a_text_field_of_a_multipart_form_is_held_to_one_megabyte(server):
+    head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="name"\r\n\r\n').encode()
+    sent, status, answer = send_chunked(server.port, "/v1/loras", f"multipart/form-data; boundary={BOUNDARY}", head,
+                                        200 * MB)  # fmt: skip
+    assert sent < 8 * MB, f"the server read {sent / MB:.0f} MB of one text field"
+    assert status == 400, answer  # "Part exceeded maximum size of 1024KB", answered while the rest still comes
+
+
 @pytest.mark.parametrize(
     ("path", "content_type", "length", "shape"),
     [

@@ -35,16 +35,24 @@ def body_limits(settings: Settings) -> tuple[list[BodyLimit], BodyLimit]:
     image = MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD
     form = f"{size_text(MULTIPART_OVERHEAD)} of form fields"
     by_endpoint = [
-        BodyLimit(_path("/v1/files"), image, f"an image upload ({size_text(MAX_UPLOAD_BYTES)} and {form})"),
+        # multipart_only: a JSON or urlencoded body is read whole into memory, so it keeps the JSON limit.
+        BodyLimit(
+            _path("/v1/files"),
+            image,
+            f"an image upload ({size_text(MAX_UPLOAD_BYTES)} and {form})",
+            multipart_only=True,
+        ),
         BodyLimit(
             _path("/v1/images/edits"),
             MAX_IMAGES * image,
             f"an image edit ({MAX_IMAGES} images of {size_text(MAX_UPLOAD_BYTES)} and {form} each)",
+            multipart_only=True,
         ),
         BodyLimit(
             _path("/v1/loras"),
             settings.lora_max_bytes + MULTIPART_OVERHEAD,
             f"a LoRA upload ({size_text(settings.lora_max_bytes)}, FLUXEDIT_LORA_MAX_BYTES, and {form})",
+            multipart_only=True,
         ),
         BodyLimit(
             _path("/v1/trainings"),

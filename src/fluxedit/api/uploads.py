@@ -15,6 +15,8 @@ from .errors import ApiError
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MULTIPART_OVERHEAD = 64 * 1024
+# A form's text fields are held in memory (files stream to disk): each at most this, whatever the file limit.
+MAX_FORM_FIELD_BYTES = 1024 * 1024
 
 
 async def read_capped(upload: UploadFile, field: str = "file") -> bytes:

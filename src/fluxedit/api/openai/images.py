@@ -10,7 +10,7 @@ from ...schema import MAX_REFERENCE_IMAGES, MODEL_SLUG, InputError, validated_in
 from ...service.keys import Caller
 from ..deps import base_url, caller, own_hosts, services
 from ..errors import ApiError
-from ..uploads import MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, store_upload
+from ..uploads import MAX_FORM_FIELD_BYTES, MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, store_upload
 from .inputs import their_error, to_edit_input
 from .views import images_response
 
@@ -57,7 +57,7 @@ async def _form(request: Request) -> FormData:
         raise ApiError(413, f"request body: is larger than {MAX_IMAGES} images of 50 MB")
     try:
         # Room for more images than we take, so too many get a message that says so.
-        return await request.form(max_files=17, max_fields=64, max_part_size=MAX_UPLOAD_BYTES + 1)
+        return await request.form(max_files=17, max_fields=64, max_part_size=MAX_FORM_FIELD_BYTES)
     except MultiPartException as error:
         raise ApiError(400, f"request body: not a valid multipart form ({error.message})") from None
 

@@ -15,7 +15,7 @@ from ...store.files import EXTENSIONS
 from ...store.models import Prediction, StoredFile
 from ..deps import base_url, caller, services
 from ..errors import ApiError, not_found
-from ..uploads import MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, store_upload
+from ..uploads import MAX_FORM_FIELD_BYTES, MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, store_upload
 from .views import iso
 
 router = APIRouter(tags=["files"])
@@ -48,7 +48,7 @@ async def upload_file(request: Request, who: Caller = Depends(caller)) -> dict:
     if length and length.isdigit() and int(length) > MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD:
         raise ApiError(413, "file: is larger than 50 MB")
     try:
-        form = await request.form(max_files=1, max_fields=8, max_part_size=MAX_UPLOAD_BYTES + 1)
+        form = await request.form(max_files=1, max_fields=8, max_part_size=MAX_FORM_FIELD_BYTES)
     except MultiPartException as error:
         raise ApiError(400, f"request body: not a valid multipart upload ({error.message})") from None
     upload = form.get("file") or form.get("content")

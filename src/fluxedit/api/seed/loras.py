@@ -12,6 +12,7 @@ from ...service.keys import Caller
 from ...store.models import LoraName
 from ..deps import caller, services
 from ..errors import ApiError, not_found
+from ..uploads import MAX_FORM_FIELD_BYTES
 from .views import iso
 
 router = APIRouter(prefix="/v1/loras", tags=["loras"])
@@ -36,7 +37,7 @@ async def upload_lora(request: Request, who: Caller = Depends(caller)) -> dict:
     if length and length.isdigit() and int(length) > store.max_bytes + 64 * 1024:
         raise ApiError(413, f"file: is larger than {store.max_bytes // 2**20} MB")
     try:
-        form = await request.form(max_files=1, max_fields=8, max_part_size=store.max_bytes + 1)
+        form = await request.form(max_files=1, max_fields=8, max_part_size=MAX_FORM_FIELD_BYTES)
     except MultiPartException as error:
         raise ApiError(400, f"request body: not a valid multipart upload ({error.message})") from None
     upload, name = form.get("file"), form.get("name")

@@ -18,6 +18,7 @@ from ...store.models import Training
 from ..bodies import json_body, required_object
 from ..deps import base_url, caller, requested_wait, services
 from ..errors import ApiError, not_found
+from ..uploads import MAX_FORM_FIELD_BYTES
 from .views import iso
 
 router = APIRouter(prefix="/v1/trainings", tags=["trainings"])
@@ -74,7 +75,7 @@ async def create_training(request: Request, who: Caller = Depends(caller)) -> di
 
 async def _multipart(request: Request, zip_path: Path) -> dict:
     try:
-        form = await request.form(max_files=1, max_fields=32, max_part_size=MAX_DATA_BYTES)
+        form = await request.form(max_files=1, max_fields=32, max_part_size=MAX_FORM_FIELD_BYTES)
     except MultiPartException as error:
         raise ApiError(400, f"request body: not a valid multipart upload ({error.message})") from None
     upload = form.get("data")
