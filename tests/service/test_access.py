@@ -190,3 +190,55 @@ def test_no_output_size_costs_more_than_the_reserved_ceiling():
         for aspect in aspects:
             width, height = output_size(mode, round(1000 * aspect), 1000)
             assert megapixel_units(width, height) <= MAX_UNITS_PER_IMAGE, (mode, aspect, width, height)
+
+
+def _own_address() -> str | None:
+    """This machine's address on its first non-loopback interface (a UDP connect sends nothing)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if is_loopback_host(address) else address
+
+
+def test_a_server_bound_beyond_loopback_some_other_way_is_closed_without_keys(tmp_path):
+    # Started by uvicorn itself on 0.0.0.0 while the settings still say 127.0.0.1: the socket decides.
+    import sys
+    import time
+
+    from tests.service.server import free_port
+
+    address = _own_address()
+    if address is None:
+        pytest.skip("this machine has no address beyond loopback")
+    port = free_port()
+    script = (
+        "import uvicorn\n"
+        "from fluxedit.api.app import create_app\n"
+        "from fluxedit.config import Settings\n"
+        f"app = create_app(Settings(model='tiny', data_dir={str(tmp_path / 'data')!r}))\n"
+        f"uvicorn.run(app, host='0.0.0.0', port={port}, log_level='warning')\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, "the server did not start"
+            time.sleep(0.2)
+        from_outside = httpx.get(f"http://{address}:{port}/v1/prediction", timeout=10)
+        assert from_outside.status_code == 401, from_outside.text
+        assert f"listens on {address}" in from_outside.json()["error"]
+        assert str((tmp_path / "data").resolve()) in from_outside.json()["error"]  # the folder to make a key in
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/prediction", timeout=10).status_code == 200  # this machine
+    finally:
+        process.terminate()
+        process.wait(60)

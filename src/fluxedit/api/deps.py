@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import shlex
 
 from fastapi import Request
 from httpx import URL
 
 from ..schema import InputError
-from ..service.access import why_a_key_is_needed
+from ..service.access import is_loopback_host, why_a_key_is_needed
 from ..service.keys import Caller
 from ..service.services import Services
 from ..store.models import Prediction
@@ -25,7 +26,12 @@ def services(request: Request) -> Services:
 def caller(request: Request) -> Caller:
     """The key's owner; 401 for a missing, unknown or revoked key once keys have existed (or beyond loopback)."""
     found = services(request)
-    reason = why_a_key_is_needed(found.keys, found.settings.host, found.settings.allow_unauthenticated)
+    host = found.settings.host
+    arrived_on = (request.scope.get("server") or (None,))[0]  # the socket's own address, whatever the settings say
+    if arrived_on and not is_loopback_host(arrived_on):
+        host = arrived_on
+    data_dir = shlex.quote(str(found.settings.data_dir.resolve()))
+    reason = why_a_key_is_needed(found.keys, host, found.settings.allow_unauthenticated, data_dir)
     if reason is None:
         return OPEN_CALLER  # no key has ever existed and only this machine can connect (or it was allowed)
     key = _presented_key(request)

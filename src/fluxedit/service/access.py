@@ -18,13 +18,16 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def why_a_key_is_needed(keys: KeyRing, host: str, allow_unauthenticated: bool) -> str | None:
-    """The reason a request must carry a valid key, or None while keyless callers are let in."""
+def why_a_key_is_needed(keys: KeyRing, host: str, allow_unauthenticated: bool, data_dir: str = "DIR") -> str | None:
+    """The reason a request must carry a valid key, or None while keyless callers are let in.
+
+    `host` is where the request came in: the configured host, or the socket's own address when that is not
+    loopback (a server started some other way, e.g. by uvicorn with --host 0.0.0.0)."""
     if keys.ever_had_keys():
         return "an API key is required: send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
     if not is_loopback_host(host) and not allow_unauthenticated:
         return (
             f"an API key is required: this server listens on {host} and has no API key yet; create one with "
-            "`fluxedit keys create NAME --data-dir DIR` (the server's data folder)"
+            f"`fluxedit keys create NAME --data-dir {data_dir}` (the server's data folder)"
         )
     return None
