@@ -73,6 +73,8 @@ SEED_TOP = [
     ({"webhook_url": {"url": "https://example.com/hook"}}, "webhook_url"),
     ({"webhook_url": True}, "webhook_url"),
     ({"webhook_url": "not a url"}, "webhook_url"),
+    ({"webhook_url": "data:text/plain;base64,aGk="}, "webhook_url"),  # not somewhere a webhook can go
+    ({"webhook_url": "file_0123456789abcdef"}, "webhook_url"),
     ({"webhook_secret": 5}, "webhook_secret"),
     ({"webhook_secret": "s" * 5000}, "webhook_secret"),
     ({"version": {"id": "1.0"}}, "version"),
@@ -166,6 +168,7 @@ def test_the_stored_input_is_the_validated_one(client, image):
 REPLICATE_TOP = [
     ({"webhook": 123}, "webhook"),
     ({"webhook": "not a url"}, "webhook"),
+    ({"webhook": "data:text/plain;base64,aGk="}, "webhook"),
     ({"webhook": "https://example.com/hook", "webhook_events_filter": "start"}, "webhook_events_filter"),
     ({"webhook": "https://example.com/hook", "webhook_events_filter": [{"event": "start"}]}, "webhook_events_filter"),
     ({"webhook": "https://example.com/hook", "webhook_events_filter": ["started"]}, "webhook_events_filter"),

@@ -25,6 +25,7 @@ from ..store.models import Prediction, utcnow
 from .admission import Admission, price_ceiling
 from .events import EventHub
 from .fairness import KeyTurns
+from .fetch import parse_http_url
 from .inputs import InputResolver, stored_input
 from .keys import Caller, KeyRing
 from .metrics import ServiceMetrics
@@ -167,7 +168,7 @@ class Runner:
         for index, lora in enumerate(edit_input.loras):
             self.lora_resolver.kind(lora.path, f"input.loras.{index}.path", caller)  # unknown names: 422 now
         if webhook_url is not None:
-            self.resolver.classify(webhook_url, "webhook_url", set())  # "Invalid URL." now, not at delivery
+            parse_http_url(webhook_url, "webhook_url")  # an http(s) URL ("Invalid URL." now, not at delivery)
         references = [edit_input.image_url, *edit_input.image_urls]
         fields = ["input.image_url"] + [f"input.image_urls.{i}" for i in range(len(edit_input.image_urls))]
         classified = [self.resolver.classify(r, f, own_hosts) for r, f in zip(references, fields, strict=True)]
