@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from ..schema import InputError
 from ..service.admission import SpendingLimitReached, TooManyRequests
 from ..service.quota import QuotaExceeded
-from ..service.runner import NoWorkers
+from ..service.runner import KeyRequired, NoWorkers
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,10 @@ def install_error_handlers(app: FastAPI, shapes: Sequence[ErrorShape] = ()) -> N
     @app.exception_handler(SpendingLimitReached)
     async def _limit(request: Request, error: SpendingLimitReached):
         return reply(request, 402, str(error), code="spending_limit_reached")
+
+    @app.exception_handler(KeyRequired)
+    async def _key_required(request: Request, error: KeyRequired):
+        return reply(request, 401, str(error), {"WWW-Authenticate": "Bearer"}, code="key_required")
 
     @app.exception_handler(NoWorkers)
     async def _no_workers(request: Request, error: NoWorkers):

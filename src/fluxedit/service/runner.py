@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..resolution import nearest_preferred_size, output_size
 from ..schema import MODEL_SLUG, EditInput, FluxeditError, InputDownloadError, InputError
 from ..store.files import CONTENT_TYPES, EXTENSIONS, FileStore
-from ..store.models import Prediction, utcnow
+from ..store.models import ApiKey, Prediction, utcnow
 from .admission import Admission, price_ceiling
 from .events import EventHub
 from .fairness import KeyTurns
@@ -44,6 +44,10 @@ VERSION = "1.0"
 BATCH_SCAN = 64  # queued predictions of the key whose turn it is looked at when filling a batch
 BATCH_KEYS, BATCH_SCAN_PER_KEY = 8, 8  # and of the next keys in turn, to share a batch between keys
 GPU_BATCH_IMAGES = 4
+
+
+class KeyRequired(FluxeditError):
+    """A keyless request that reached the queue only after keys came to exist."""
 
 
 class NoWorkers(FluxeditError):
@@ -198,6 +202,10 @@ class Runner:
             session.add(prediction)
             session.flush()  # the insert takes the write lock first, so the counts see every other create
             self._check_admission(caller, prediction.cost, session, prediction.id)
+            if caller.key_id is None and session.scalar(select(ApiKey.id).limit(1)) is not None:
+                # The first key appeared while this keyless request was on its way (after the first key's
+                # adoption ran): refused, rather than stored without an owner where no view shows it.
+                raise KeyRequired("an API key is required: keys were created on this server while this request ran")
             if webhook_url is not None:  # stored with the prediction: its "start" webhook cannot be lost
                 self.webhooks.changed(_detached_copy(prediction), None, logged=False, session=session)
         self.hub.publish(prediction.id, {"type": "status", "status": QUEUED})
