@@ -129,7 +129,10 @@ def test_the_rate_limit_is_per_key_and_answers_429_with_retry_after_in_every_dia
             "/v1/models/black-forest-labs/flux-kontext-dev/predictions", json={"input": {"prompt": "x",
                                                                                      "input_image": photo}}
         )  # fmt: skip
-        openai = client.post("/v1/images/edits", files={"image": ("a.png", PHOTO)}, data={"prompt": "x"})
+        stored_before = sorted((server.data_dir / "files").rglob("file_*"))
+        unseen = encoded(pattern(96, 64, seed=42), "PNG")  # not stored yet: storing it would show on disk
+        openai = client.post("/v1/images/edits", files={"image": ("a.png", unseen)}, data={"prompt": "x"})
+        assert sorted((server.data_dir / "files").rglob("file_*")) == stored_before  # refused before storing
         for response in (seed, replicate, openai):
             assert response.status_code == 429, response.text
             assert 1 <= int(response.headers["retry-after"]) <= 5

@@ -164,9 +164,11 @@ class Runner:
         version: str | None = None,
         webhook_format: str | None = None,
         webhook_events: list[str] | None = None,
+        admitted: bool = False,
     ) -> Prediction:
-        self.admission.take_rate_token(caller)
-        self._check_admission(caller, self.price_per_image * edit_input.num_images)  # early: before storing inputs
+        """Queue a prediction. `admitted`: the caller already ran `admit` for it (before reading its uploads)."""
+        if not admitted:
+            self.admit(caller, edit_input.num_images)
         if edit_input.loras and self.lora_resolver is None:
             raise InputError("input.loras", "LoRA adapters are not enabled on this server")
         for index, lora in enumerate(edit_input.loras):
@@ -215,6 +217,12 @@ class Runner:
             self._spawn(self._prepare(prediction.id))
         self._refresh_queue_gauge()
         return prediction
+
+    def admit(self, caller: Caller, num_images: int = 1) -> None:
+        """The checks that need no inputs: the rate limit (its token is taken) and the queue and spending limits
+        at the least price. A dialect that reads uploads first calls it before, so a refused caller costs nothing."""
+        self.admission.take_rate_token(caller)
+        self._check_admission(caller, self.price_per_image * num_images)
 
     def _check_admission(self, caller: Caller, cost: float, session: Session | None = None, new_id=None) -> None:
         """Refuse what cannot or may not run: no worker left, a full queue, a passed spending limit."""

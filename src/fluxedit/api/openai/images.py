@@ -25,6 +25,7 @@ async def edit_images(request: Request, who: Caller = Depends(caller)) -> dict:
     """Multipart: image (one, or several: the first is edited, the others are references), prompt, n, size,
     response_format (b64_json by default, or url), output_format, output_compression."""
     found = services(request)
+    found.runner.admit(who)  # rate, queue and spending limits before any upload is read, decoded or stored
     form = await _form(request)
     images = [part for name in IMAGE_FIELDS for part in form.getlist(name)]
     fields = {name: value for name, value in form.multi_items() if name not in IMAGE_FIELDS}
@@ -43,7 +44,7 @@ async def edit_images(request: Request, who: Caller = Depends(caller)) -> dict:
         if len(stored) > 1:
             edit_fields["image_urls"] = [record.id for record in stored[1:]]
         prediction = await found.runner.create(
-            who, validated_input(edit_fields), base_url=base_url(request), own_hosts=own_hosts(request)
+            who, validated_input(edit_fields), base_url=base_url(request), own_hosts=own_hosts(request), admitted=True
         )
     except InputError as error:
         raise their_error(error) from None
