@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from fluxedit.service.loras import LoraStore
 from fluxedit.service.retention import Retention
@@ -281,3 +282,24 @@ def test_gc_refuses_a_folder_without_fluxedit_data(tmp_path):
     assert "no fluxedit data in" in result.stderr and "--data-dir" in result.stderr
     bad = subprocess.run([FLUXEDIT, "gc", "--retain-outputs", "soon"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--retain-outputs (FLUXEDIT_RETAIN_OUTPUTS): 'soon' is not a duration" in bad.stderr
+
+
+def test_ended_webhook_deliveries_go_with_the_outputs_and_pending_ones_stay(tmp_path, store):
+    from fluxedit.service.webhook_outbox import WebhookOutbox
+    from fluxedit.store.models import WebhookDelivery
+
+    sessions, _ = store
+    outbox = WebhookOutbox(sessions)
+    delivered, given_up, pending = (outbox.add(f"p{i}", "https://example.com/hook", "{}", None, None, "success")
+                                    for i in range(3))  # fmt: skip
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        session.get(WebhookDelivery, delivered).delivered_at = now
+        session.get(WebhookDelivery, given_up).given_up_at = now
+    assert retention(tmp_path, store).expire(now + timedelta(days=29)).report.webhooks == 0  # not old enough
+
+    report = retention(tmp_path, store).expire(now + timedelta(days=31)).report
+
+    assert report.webhooks == 2 and "2 ended webhook deliveries" in report.summary()
+    with sessions() as session:
+        assert [d.id for d in session.scalars(select(WebhookDelivery))] == [pending]  # still to be sent

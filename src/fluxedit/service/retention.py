@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, false, select
+from sqlalchemy import delete, false, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..store.files import FileStore
-from ..store.models import LoraBlob, Prediction, StoredFile, Training
+from ..store.models import LoraBlob, Prediction, StoredFile, Training, WebhookDelivery
 from .in_use import in_use
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class SweepReport:
     inputs: int = 0
     trainings: int = 0
     leftovers: int = 0
+    webhooks: int = 0  # ended webhook deliveries (their log) past the outputs' retention
     bytes_freed: int = 0
     dry_run: bool = False
 
@@ -57,7 +58,8 @@ class SweepReport:
         verb = "would remove" if self.dry_run else "removed"
         return (
             f"{verb} {self.outputs} outputs, {self.inputs} inputs, the data of {self.trainings} trainings and "
-            f"{self.leftovers} leftovers of interrupted writes: {self.bytes_freed / 2**20:.1f} MB"
+            f"{self.leftovers} leftovers of interrupted writes: {self.bytes_freed / 2**20:.1f} MB; "
+            f"{self.webhooks} ended webhook deliveries"
         )
 
 
@@ -120,6 +122,7 @@ class Retention:
         if self.retain_outputs is not None:
             cutoff = now - timedelta(seconds=self.retain_outputs)
             expired.report.outputs = self._expire_files(("output",), cutoff, set(), expired, dry_run)
+            expired.report.webhooks = self._expire_webhook_log(cutoff, dry_run)
         if self.retain_inputs is not None:
             cutoff = now - timedelta(seconds=self.retain_inputs)
             recently_used = self._inputs_used_since(cutoff)
@@ -130,6 +133,15 @@ class Retention:
         if self.quota is not None:
             self.quota.forget_training_sizes()
         return expired
+
+    def _expire_webhook_log(self, cutoff: datetime, dry_run: bool) -> int:
+        """Deliveries that arrived or were given up before `cutoff` go with the outputs they announced;
+        pending ones are never touched (the outbox still has to send them)."""
+        ended = or_(WebhookDelivery.delivered_at < cutoff, WebhookDelivery.given_up_at < cutoff)
+        with self.sessions.begin() as session:
+            if dry_run:
+                return session.scalar(select(func.count()).select_from(WebhookDelivery).where(ended))
+            return session.execute(delete(WebhookDelivery).where(ended)).rowcount
 
     @staticmethod
     def remove(paths: Iterable[Path]) -> None:
