@@ -151,3 +151,13 @@ def _pixels(data: bytes) -> bytes:
     from PIL import Image
 
     return Image.open(io.BytesIO(data)).tobytes()
+
+
+def test_a_refused_name_leaves_no_kept_file_behind(client, server, folders):
+    data = (folders / "allowed" / "local.safetensors").read_bytes()
+    before = sorted(p.name for p in (server.data_dir / "loras").rglob("*") if p.is_file())
+    for name in ("has spaces!", "-leading-dash"):
+        response = client.post("/v1/loras", data={"name": name}, files={"file": ("style.safetensors", data)})
+        assert response.status_code == 422 and response.json()["error"].startswith("name:"), response.text
+    after = sorted(p.name for p in (server.data_dir / "loras").rglob("*") if p.is_file())
+    assert after == before  # nothing stored for a name that was never going to be accepted

@@ -135,6 +135,16 @@ class LoraStore:
 
     # ---- registered names ------------------------------------------------------------------
 
+    def release(self, sha256: str) -> None:
+        """A blob stored for a name that was then refused: no longer kept unless a name holds it, so the cache's
+        eviction (and the quota) treat it like any download."""
+        with self.sessions.begin() as session:
+            named = session.scalars(select(LoraName.id).where(LoraName.sha256 == sha256).limit(1)).first()
+            blob = session.get(LoraBlob, sha256)
+            if blob is not None and named is None:
+                blob.kept = False
+        self.evict()
+
     def register(self, caller: Caller, name: str, sha256: str, size: int) -> LoraName:
         if not NAME.match(name):
             raise InputError("name", "must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")

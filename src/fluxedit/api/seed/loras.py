@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
+from ...schema import InputError
 from ...service.keys import Caller
+from ...service.loras import NAME
 from ...store.models import LoraName
 from ..deps import caller, services
 from ..errors import ApiError, not_found
@@ -45,6 +47,8 @@ async def upload_lora(request: Request, who: Caller = Depends(caller)) -> dict:
         raise ApiError(422, "file: is required (a multipart field named 'file' holding the .safetensors file)")
     if not isinstance(name, str) or not name:
         raise ApiError(422, "name: is required (how predictions will refer to this LoRA)")
+    if not NAME.match(name):  # before the file is written: a refused name leaves nothing behind
+        raise InputError("name", "must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
     if services(request).loras.find(who, name) is not None:
         raise ApiError(409, f"name: a LoRA named {name!r} exists already; delete it first")
     temporary, sink = store.temporary()
@@ -55,11 +59,15 @@ async def upload_lora(request: Request, who: Caller = Depends(caller)) -> dict:
                 written += len(chunk)
                 if written > store.max_bytes:
                     raise ApiError(413, f"file: is larger than {store.max_bytes // 2**20} MB")
-                sink.write(chunk)
+                await asyncio.to_thread(sink.write, chunk)  # up to 2 GB: the disk's pace, not the event loop's
         sha256, size = await asyncio.to_thread(store.add, temporary, "file", True, who.key_id)
     finally:
         temporary.unlink(missing_ok=True)
-    return lora_view(store.register(who, name, sha256, size))
+    try:
+        return lora_view(store.register(who, name, sha256, size))
+    except InputError:  # the name was taken meanwhile: the file is kept only if another name holds it
+        await asyncio.to_thread(store.release, sha256)
+        raise
 
 
 @router.get("")

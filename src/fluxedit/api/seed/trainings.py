@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -83,7 +84,7 @@ async def _multipart(request: Request, zip_path: Path) -> dict:
         raise InputError("data", "is required: a .zip of the training pairs")
     with zip_path.open("wb") as sink:
         while chunk := await upload.read(1 << 20):
-            sink.write(chunk)
+            await asyncio.to_thread(sink.write, chunk)  # up to 2 GB: off the event loop
     return {key: _form_value(value) for key, value in form.items() if key != "data"}
 
 
