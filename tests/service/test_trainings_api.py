@@ -120,10 +120,22 @@ def _caption_not_utf8() -> bytes:
     return buffer.getvalue()
 
 
+def _many_members() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(20_001):
+            archive.writestr(f"pairs/n{i}.txt", b"")
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize(
     ("data", "said"),
-    [(_damaged_zip(), "the zip is damaged"), (_caption_not_utf8(), "a caption file is not UTF-8 text")],
-    ids=["damaged-deflate", "caption-not-utf8"],
+    [
+        (_damaged_zip(), "the zip is damaged"),
+        (_caption_not_utf8(), "a caption file is not UTF-8 text"),
+        (_many_members(), "holds 20,001 files, at most 20,000"),
+    ],
+    ids=["damaged-deflate", "caption-not-utf8", "too-many-members"],
 )
 def test_an_unreadable_zip_is_a_clear_422_not_a_500(client, data, said):
     response = client.post("/v1/trainings", files={"data": ("pairs.zip", data)}, data={**FIELDS, "name": "bad"})

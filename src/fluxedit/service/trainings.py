@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..schema import MAX_PROMPT_CHARS, InputError, input_error_from, refuse_booleans
 from ..store.models import Training, utcnow
-from ..training.dataset import DatasetError, extract_zip, load_pairs
+from ..training.dataset import DatasetError, count_pairs, extract_zip
 from .events import EventHub
 from .keys import Caller
 from .loras import NAME, LoraStore
@@ -167,7 +167,7 @@ class TrainingRunner:
                 with zipfile.ZipFile(zip_path) as archive:
                     self.quota.check(caller.key_id, sum(info.file_size for info in archive.infolist()))
             data_dir = extract_zip(zip_path, unpacked)
-            pairs = load_pairs(data_dir, training_input.default_caption, training_input.trigger_word)
+            pairs = count_pairs(data_dir, training_input.default_caption, training_input.trigger_word)
         except (DatasetError, *UNREADABLE_ZIP) as error:
             shutil.rmtree(self.folder / training_id, ignore_errors=True)
             problems = error.problems if isinstance(error, DatasetError) else [f"data: {_zip_problem(error)}"]
@@ -178,7 +178,7 @@ class TrainingRunner:
         finally:
             if self.quota is not None:
                 self.quota.forget_training_sizes()
-        return data_dir, len(pairs)
+        return data_dir, pairs
 
     def _pending_name(self, caller: Caller, name: str) -> bool:
         with self.sessions() as session:
