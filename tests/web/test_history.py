@@ -6,7 +6,7 @@ import base64
 import re
 
 from tests.service.server import create, upload, wait_done
-from tests.web.conftest import open_playground
+from tests.web.conftest import make_key, open_playground
 from tests.web.pictures import encode, landscape
 from tests.web.steps import expect, wait_until
 
@@ -40,11 +40,12 @@ def test_an_input_sent_as_a_data_uri_reopens_as_the_stored_upload(page, keyed_se
     # The server stores a data URI as a file of the key and shows its /v1/files/ID/content URL, which needs
     # the key: the page must fetch it with the key, not put the bare URL in an <img>.
     data_uri = "data:image/png;base64," + base64.b64encode(encode(landscape(320, 240))).decode()
-    with keyed_server.client(keyed_server.key) as http:
+    key = make_key(keyed_server.data_dir, "history")  # its own key: the shared one's history stays empty
+    with keyed_server.client(key) as http:
         done = wait_done(http, create(http, image_url=data_uri, prompt="Make it rainy"))
     assert "/v1/files/" in done["input"]["image_url"]
     open_playground(page, keyed_server)
-    page.fill("#api-key", keyed_server.key)
+    page.fill("#api-key", key)
     page.click("#key-panel button[type=submit]")
     page.click(f"#history-list li[data-id='{done['id']}'] button")
     expect(page.locator("#prompt")).to_have_value("Make it rainy")
