@@ -14,12 +14,11 @@ import secrets
 import time
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..resolution import nearest_preferred_size, output_size
-from ..schema import MODEL_SLUG, EditInput, FluxeditError, InputDownloadError, InputError
+from ..schema import MODEL_SLUG, EditInput, FluxeditError, InputDownloadError, InputError, validated_input
 from ..store.files import CONTENT_TYPES, EXTENSIONS, FileStore
 from ..store.models import ApiKey, Prediction, utcnow
 from .admission import Admission, price_ceiling
@@ -370,14 +369,13 @@ class Runner:
             if not oldest:
                 return []
             keys = self.turns.order(oldest)
-            if self._batch_limit() <= 1:
-                queues = [self._ready_of(session, keys[0], 1)]
-            else:
-                queues = [self._ready_of(session, keys[0], BATCH_SCAN)]
+            alone = self._batch_limit() <= 1
+            queues = [self._ready_of(session, keys[0], 1 if alone else BATCH_SCAN)]
+            if not alone:
                 queues += [self._ready_of(session, key, BATCH_SCAN_PER_KEY) for key in keys[1:BATCH_KEYS]]
         if not queues[0]:
             return self._next_batch()  # its first rows could not run and have just been failed: look again
-        return queues[0][:1] if self._batch_limit() <= 1 else self._fill_batch(queues)
+        return queues[0] if alone else self._fill_batch(queues)
 
     def _ready_of(self, session: Session, key: str | None, limit: int) -> list[Prediction]:
         owned = Prediction.owner_key_id.is_(None) if key is None else Prediction.owner_key_id == key
@@ -389,9 +387,9 @@ class Runner:
         """Whether a queued row's stored input still validates (a row from an older version may not): one that
         does not is failed now, with the reason, instead of stalling the queue on every dispatch."""
         try:
-            EditInput(**prediction.input)
-        except (ValueError, TypeError, InputError) as error:  # pydantic's ValidationError is a ValueError
-            self._fail(prediction.id, "INPUT_VALIDATION_ERROR", f"the stored input is not valid: {_first_error(error)}")
+            validated_input(prediction.input, prefix="input.")
+        except InputError as error:
+            self._fail(prediction.id, "INPUT_VALIDATION_ERROR", f"the stored input is not valid: {error}")
             return False
         return True
 
@@ -671,13 +669,6 @@ class Runner:
             return
         for state in ("starting", "ready", "busy", "failed", "stopped"):
             self.metrics.workers.labels(state).set(sum(1 for w in self.pool.workers if w.state == state))
-
-
-def _first_error(error: Exception) -> str:
-    if isinstance(error, ValidationError) and error.errors():
-        first = error.errors()[0]
-        return f"input.{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
-    return str(error)
 
 
 def _aware(moment: datetime) -> datetime:
