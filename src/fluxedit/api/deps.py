@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shlex
 
 from fastapi import Request
 from httpx import URL
@@ -30,8 +29,7 @@ def caller(request: Request) -> Caller:
     arrived_on = (request.scope.get("server") or (None,))[0]  # the socket's own address, whatever the settings say
     if arrived_on and not is_loopback_host(arrived_on):
         host = arrived_on
-    data_dir = shlex.quote(str(found.settings.data_dir.resolve()))
-    reason = why_a_key_is_needed(found.keys, host, found.settings.allow_unauthenticated, data_dir)
+    reason = why_a_key_is_needed(found.keys, host, found.settings.allow_unauthenticated, found.settings.data_dir)
     if reason is None:
         return OPEN_CALLER  # no key has ever existed and only this machine can connect (or it was allowed)
     key = _presented_key(request)
