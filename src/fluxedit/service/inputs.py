@@ -23,6 +23,7 @@ from ..imaging.decode import decode_image_async
 from ..schema import EditInput, InputError
 from ..store.files import CONTENT_TYPES, FileStore
 from ..store.models import StoredFile
+from .access import is_loopback_host
 from .fetch import UrlPolicy, fetch_bytes, parse_data_uri, parse_http_url
 from .keys import Caller
 from .urls import stored_file_reference
@@ -140,13 +141,13 @@ def _names_this_server(url: httpx.URL, own_hosts: set[str]) -> bool:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
+    """A destination that is this machine: a loopback name or address, or the unspecified address."""
+    if is_loopback_host(host) or host.endswith(".localhost"):
         return True
     try:
-        address = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host).is_unspecified
     except ValueError:
         return False
-    return address.is_loopback or address.is_unspecified
 
 
 def _cut(text: str, limit: int = 80) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from sqlalchemy import delete, false, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..store.files import FileStore
+from ..store.files import INPUT_PURPOSES, FileStore
 from ..store.models import LoraBlob, Prediction, StoredFile, Training, WebhookDelivery
 from .in_use import in_use
 
@@ -37,7 +37,6 @@ LEFTOVER_AGE_S = 86400.0  # a partial write or an unrecorded file this old is a 
 BATCH = 500  # records deleted per transaction: other writers wait at most for one batch
 TRAINING_LEFTOVERS = ("data", "work/checkpoints", "work/validation")  # what an ended training no longer needs
 ENDED_TRAININGS = ("success", "error", "cancelled")
-INPUT_PURPOSES = ("upload", "input")  # images a key sent: as an upload, a data URI or a fetched URL
 
 
 @dataclass
