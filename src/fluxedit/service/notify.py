@@ -78,8 +78,12 @@ class PredictionWebhooks:
 
     def payload(self, prediction: Prediction) -> dict:
         if prediction.status == "success":
-            urls = (self._url(prediction.base_url, file_id) for file_id in prediction.output or [])
-            output = [url for url in urls if url is not None]  # a deleted output is left out, never a broken URL
+            present = self.files.present(prediction.output or [])  # what views show: a deleted output is left out
+            output = [
+                output_url(prediction.base_url, file_id, present[file_id].content_type)
+                for file_id in prediction.output or []
+                if file_id in present
+            ]
             return {"exec_id": prediction.id, "flow_id": None, "status": "succeeded", "output": output, "error": ""}
         error = {"error_code": prediction.error_code, "error_message": prediction.error_message}
         return {
@@ -107,7 +111,3 @@ class PredictionWebhooks:
             )
         except Exception:  # a status change must never fail over a webhook
             log.exception("webhook of %s (%s) could not be stored; not sent", prediction.id, prediction.status)
-
-    def _url(self, base_url: str, file_id: str) -> str | None:
-        record = self.files.get(file_id)
-        return output_url(base_url, file_id, record.content_type) if record is not None else None
