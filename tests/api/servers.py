@@ -25,9 +25,10 @@ def keyed_server(data_dir: Path, *names: str) -> tuple[Server, dict[str, str]]:
 
 
 class Receiver:
-    """Webhook calls on 127.0.0.1, each as (headers, raw body); any GET is a 404."""
+    """Webhook calls on 127.0.0.1, each as (headers, raw body); any GET is a 404. `port`: one chosen before
+    (a receiver that comes up late, after a webhook was aimed at it); 0: any free one."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         received: list[tuple[dict[str, str], bytes]] = []
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,9 +46,12 @@ class Receiver:
                 pass
 
         self.received = received
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def about(self, marker: bytes) -> list[tuple[dict[str, str], bytes]]:
+        return [call for call in self.received if marker in call[1]]
 
     def calls_about(self, prediction_id: str, count: int, timeout: float = 30) -> list[tuple[dict, bytes]]:
         """The calls whose body names this prediction, once there are `count` of them (and a moment for more)."""

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -15,7 +13,7 @@ import replicate
 from replicate.webhook import WebhookSigningSecret
 
 from fluxedit.service.webhooks import verify
-from tests.api.servers import make_key
+from tests.api.servers import Receiver, make_key
 from tests.service.server import Server, free_port, wait_done
 
 MISSING = "http://127.0.0.1:9/missing.png"  # refuses connections: the prediction fails at once, no model run
@@ -26,34 +24,6 @@ QUICK_RETRIES = {  # tries every half second at most, for five minutes
     "FLUXEDIT_WEBHOOK_RETRY_MAX_DELAY": "0.5",
     "FLUXEDIT_WEBHOOK_RETRY_WINDOW": "300",
 }
-
-
-class Receiver:
-    """A webhook receiver that comes up late, on a port chosen before: (headers, raw body) of each call."""
-
-    def __init__(self, port: int) -> None:
-        received: list[tuple[dict[str, str], bytes]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.received = received
-        self.http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def about(self, marker: bytes) -> list[tuple[dict[str, str], bytes]]:
-        return [call for call in self.received if marker in call[1]]
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
 
 
 def delivery_log(client: httpx.Client, prediction_id: str) -> list[dict]:
