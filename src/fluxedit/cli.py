@@ -256,7 +256,7 @@ def _run_edit(config: Settings, settings, images, loras=()):
         lora_specs = [LoraSpec(_resolve_lora(where, field), scale, field) for where, scale, field in loras]
         with console.status(f"loading {escape(config.model)} ..."):
             started = time.perf_counter()
-            engine = Engine.load(**config.engine_options())
+            engine = Engine.from_config(config.engine_config())
         placement = engine.model.placement
         memory = f", {placement.memory_mode}" if placement.device.type == "cuda" else ""
         dtype_name = str(placement.dtype).removeprefix("torch.")
@@ -381,7 +381,7 @@ def _run_training(config: Settings, pairs, out: Path, work_dir: Path, options: d
     fields = {k: options[k] for k in TrainConfig.__dataclass_fields__ if k in options}
     try:
         with console.status(f"loading {escape(config.model)} ..."):
-            loaded = load_model(**{**config.engine_options(), "memory_mode": "gpu"})
+            loaded = load_model(**{**config.engine_config().model_arguments(), "memory_mode": "gpu"})
         trainer = Trainer(loaded.pipe, loaded.placement.device, pairs, TrainConfig(**fields), work_dir)
         with console.status("encoding captions and images once ..."):
             trainer.prepare()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, TypeAdapter
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, TypeAdapter
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
@@ -48,6 +49,38 @@ Duration = Annotated[float | None, BeforeValidator(parse_duration)]
 """Seconds, given as 3600, "12h", "30d", "P30D"; None (from off, never or 0) means never."""
 
 
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything that decides how an engine is built, from one Settings: `fluxedit edit`, `train` and each
+    worker of `serve` build theirs from this, so a FLUXEDIT_* engine option means the same in all three.
+    Picklable: a worker process receives it whole."""
+
+    model: str = DEFAULT_MODEL
+    components: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    memory_mode: str = "auto"
+    text_encoder_device: str = "auto"
+    cache_mode: str = "schedule"
+    cache_threshold: float | None = None
+    attention: str = "auto"
+    max_loras: int = 8
+    safety_model: str | None = None
+    hf_token: str | None = None
+
+    def model_arguments(self) -> dict:
+        """The arguments of engine.loading.load_model: where the weights come from and where they go."""
+        return {
+            "model": self.model,
+            "components": self.components,
+            "device": self.device,
+            "dtype": self.dtype,
+            "memory_mode": self.memory_mode,
+            "text_encoder_device": self.text_encoder_device,
+            "token": self.hf_token,
+        }
+
+
 class Settings(BaseSettings):
     # allow_inf_nan=False: a NaN or infinite number would reach timers and sizes (nan breaks the event loop's timers)
     model_config = SettingsConfigDict(env_prefix="FLUXEDIT_", extra="ignore", allow_inf_nan=False)
@@ -75,6 +108,8 @@ class Settings(BaseSettings):
     with the rest."""
     safety_model: str | None = None
     """An image-classification model (hub id or folder) that flags NSFW outputs; none by default."""
+    hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("hf_token", "HF_TOKEN"))
+    """The Hugging Face token (environment variable HF_TOKEN) for gated or private repos: the model, LoRAs."""
 
     # LoRAs
     lora_dirs: list[Path] = []
@@ -172,23 +207,26 @@ class Settings(BaseSettings):
     decode_concurrency: int = Field(2, ge=1)
     """Images decoded at once, off the event loop; the others wait their turn."""
 
-    def engine_options(self) -> dict[str, str | None]:
-        return {
-            "model": self.model,
-            "components": self.components,
-            "device": self.device,
-            "dtype": self.dtype,
-            "memory_mode": self.memory,
-            "text_encoder_device": self.text_encoder_device,
-        }
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            model=self.model,
+            components=self.components,
+            device=self.device,
+            dtype=self.dtype,
+            memory_mode=self.memory,
+            text_encoder_device=self.text_encoder_device,
+            cache_mode=self.cache_mode,
+            cache_threshold=self.cache_threshold,
+            attention=self.attention,
+            max_loras=self.max_loras,
+            safety_model=self.safety_model,
+            hf_token=self.token,
+        )
 
-    def speed_options(self) -> dict:
-        return {
-            "cache_mode": self.cache_mode,
-            "cache_threshold": self.cache_threshold,
-            "attention": self.attention,
-            "max_loras": self.max_loras,
-        }
+    @property
+    def token(self) -> str | None:
+        """HF_TOKEN, read here alone: the model loader and the LoRA downloader get it from this."""
+        return self.hf_token.get_secret_value() if self.hf_token else None
 
     @property
     def resolved_database_url(self) -> str:

@@ -35,6 +35,28 @@ class OutputFormat(StrEnum):
             raise InputError("output_format", f"must be jpeg, png or webp (got {name!r})") from None
 
 
+class Status(StrEnum):
+    """Where a prediction or a training is in its life; the seed dialect's names (other dialects translate).
+
+    created: queued, waiting for its inputs or a worker. starting: handed to a worker. processing: running.
+    success, error, cancelled: ended, for good (a training never passes through starting)."""
+
+    created = "created"
+    starting = "starting"
+    processing = "processing"
+    success = "success"
+    error = "error"
+    cancelled = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        return self in ENDED_STATUSES
+
+
+ENDED_STATUSES = frozenset({Status.success, Status.error, Status.cancelled})
+ACTIVE_STATUSES = frozenset({Status.created, Status.starting, Status.processing})
+
+
 class FluxeditError(Exception):
     """An error whose message is meant for a person, not a stack trace."""
 

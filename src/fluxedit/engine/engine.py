@@ -17,9 +17,11 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from .. import __version__
+from ..batching import batch_key
+from ..config import EngineConfig
 from ..imaging.decode import DecodedImage
 from ..imaging.encode import encode_image
-from ..resolution import nearest_preferred_size, output_size
+from ..resolution import nearest_preferred_size
 from ..schema import MAX_REFERENCE_IMAGES, MAX_SEED, EditCancelled, EditSettings, InputError, OutputFormat
 from .acceleration import plan_steps
 from .denoise import DenoiseInputs, denoise, sigma_schedule
@@ -116,14 +118,17 @@ class _BatchMembers:
         return kept
 
 
-def batch_key(request: EditRequest) -> tuple:
-    """Edits with equal keys can be denoised together: same output size, steps, guidance, references."""
+def request_batch_key(request: EditRequest) -> tuple:
+    """The batching key (fluxedit.batching) of one request: the scheduler computes the same from stored records."""
     settings = request.settings
-    main = request.images[0].image
-    size = output_size(settings.resolution_mode, main.width, main.height)
-    references = tuple(nearest_preferred_size(d.image.width, d.image.height) for d in request.images)
-    loras = tuple((spec.digest or spec.path, spec.scale) for spec in request.loras)
-    return size, settings.num_inference_steps, settings.guidance_scale, settings.acceleration, references, loras
+    return batch_key(
+        settings.resolution_mode,
+        [(d.image.width, d.image.height) for d in request.images],
+        settings.num_inference_steps,
+        settings.guidance_scale,
+        settings.acceleration,
+        [(spec.digest or spec.path, spec.scale) for spec in request.loras],
+    )
 
 
 class Engine:
@@ -141,6 +146,12 @@ class Engine:
         self.fast = FastTransformer(self.pipe.transformer, self.device)
         self._prompts: OrderedDict[tuple, tuple] = OrderedDict()
         self.loras = LoraManager(self.pipe, self.options.max_loras)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> Engine:
+        """The engine that `config` (Settings.engine_config) describes: the one way edit, train and serve build it."""
+        options = EngineOptions(config.cache_mode, config.cache_threshold, config.attention, config.max_loras)
+        return cls.load(safety_model=config.safety_model, options=options, **config.model_arguments())
 
     @classmethod
     def load(cls, safety_model: str | None = None, options: EngineOptions | None = None, **kwargs) -> Engine:
@@ -232,12 +243,12 @@ class Engine:
         """
         for request in requests:
             self._check_images(request.images)
-        keys = {batch_key(r) for r in requests}
+        keys = {request_batch_key(r) for r in requests}
         if len(keys) != 1:
             raise ValueError("edits in one batch must share output size, steps, guidance, acceleration and references")
         settings = requests[0].settings
         self.loras.activate(requests[0].loras)
-        width, height = batch_key(requests[0])[0]
+        width, height = request_batch_key(requests[0])[0]
         latent_h, latent_w = height // self.vae_scale, width // self.vae_scale
         seeds = [r.settings.seed if r.settings.seed is not None else secrets.randbelow(MAX_SEED + 1) for r in requests]
         counts = [r.settings.num_images for r in requests]

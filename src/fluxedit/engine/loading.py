@@ -8,7 +8,6 @@ itself runs in our own loop (denoise.py), not in the pipeline's __call__.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +51,6 @@ def load_model(
 
     text_encoder_device="cpu" keeps T5-XXL (9.5 GB in bf16) in CPU memory: slower prompts (the engine
     remembers recent ones), 9.5 GB more room on the GPU."""
-    token = token if token is not None else os.environ.get("HF_TOKEN")
     source = classify_source(model)
     require_components(source, components)  # before any download or hub search
     # The dtype depends on the device only, so decide it before loading anything.

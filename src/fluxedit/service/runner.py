@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..resolution import nearest_preferred_size, output_size
+from ..batching import batch_key
+from ..resolution import output_size
 from ..schema import MODEL_SLUG, EditInput, FluxeditError, InputDownloadError, InputError, validated_input
 from ..store.files import CONTENT_TYPES, EXTENSIONS, FileStore
 from ..store.models import ApiKey, Prediction, utcnow
@@ -414,22 +415,21 @@ class Runner:
         return batch
 
     def _batch_key(self, prediction: Prediction) -> tuple:
-        """What must match for edits to run as one batch (engine.batch_key, from stored records)."""
+        """What must match for edits to run as one batch: fluxedit.batching's key, from stored records."""
         edit_input = EditInput(**prediction.input)
-        references = []
+        sizes = []
         for file_id in prediction.input_files:
             record = self.files.get(file_id)
             if record is None:
                 return (prediction.id,)  # an input deleted while queued: it runs alone (and fails clearly)
-            references.append(nearest_preferred_size(record.width, record.height))
-        return (
-            prediction.width,
-            prediction.height,
+            sizes.append((record.width, record.height))
+        return batch_key(
+            edit_input.resolution_mode,
+            sizes,
             edit_input.num_inference_steps,
             edit_input.guidance_scale,
             edit_input.acceleration,
-            tuple(references),
-            tuple((lora["digest"], lora["scale"]) for lora in prediction.lora_files or []),
+            [(lora["digest"], lora["scale"]) for lora in prediction.lora_files or []],
         )
 
     def _batch_limit(self) -> int:
@@ -450,7 +450,7 @@ class Runner:
         jobs = []
         for prediction in batch:
             edit_input = EditInput(**prediction.input)
-            queue_time = (now - _aware(prediction.created_at)).total_seconds()
+            queue_time = (now - prediction.created_at).total_seconds()
             self._transition(
                 prediction.id,
                 STARTING,
@@ -591,7 +591,7 @@ class Runner:
                 await asyncio.to_thread(self.files.delete, file_id)
             raise
         completed = utcnow()
-        predict_time = (completed - _aware(prediction.started_at)).total_seconds()
+        predict_time = (completed - prediction.started_at).total_seconds()
         self.metrics.predict_time.observe(predict_time)
         timings = {f"{k}_time": round(v, 4) for k, v in result["timings"].items()}
         self._transition(
@@ -669,11 +669,6 @@ class Runner:
             return
         for state in ("starting", "ready", "busy", "failed", "stopped"):
             self.metrics.workers.labels(state).set(sum(1 for w in self.pool.workers if w.state == state))
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands datetimes back without their zone; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _detached_copy(prediction: Prediction) -> Prediction:

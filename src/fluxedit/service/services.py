@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from dataclasses import dataclass
 
 from ..config import Settings
@@ -89,14 +88,12 @@ class Services:
             execution_timeout=settings.execution_timeout,
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait,
-            lora_resolver=LoraResolver(loras, policy, settings.lora_dirs, os.environ.get("HF_TOKEN")),
+            lora_resolver=LoraResolver(loras, policy, settings.lora_dirs, settings.token),
             trainings=trainings,
             cancel_grace=settings.cancel_grace,
         )
         pool = LocalWorkerPool(
-            settings.engine_options(),
-            settings.speed_options(),
-            settings.safety_model,
+            settings.engine_config(),
             settings.workers,
             runner.on_worker_event,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -128,7 +128,7 @@ class WebhookOutbox:
                     WebhookDelivery.next_attempt_at.is_not(None), WebhookDelivery.id.not_in(skip)
                 )
             )
-        return _aware(moment) if moment is not None else None
+        return moment
 
     def record(
         self,
@@ -151,7 +151,7 @@ class WebhookOutbox:
             if error is None:
                 delivery.delivered_at, delivery.next_attempt_at, delivery.secret = now, None, None
                 return Ended(delivery.id, delivery.attempts, True, "")
-            following = schedule.next_attempt(_aware(delivery.created_at), now, delivery.attempts) if retry else None
+            following = schedule.next_attempt(delivery.created_at, now, delivery.attempts) if retry else None
             if following is not None:
                 delivery.next_attempt_at = following
                 return None
@@ -195,9 +195,4 @@ def _log_try(delivery: WebhookDelivery, tried_at: datetime, seconds: float, stat
 def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    return _aware(moment).isoformat().replace("+00:00", "Z")
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands datetimes back without their zone; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.isoformat().replace("+00:00", "Z")

@@ -7,10 +7,46 @@ from typing import ClassVar
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from ..schema import Status
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A moment in UTC, read back aware of its zone on every database.
+
+    PostgreSQL keeps the zone; SQLite keeps none and hands back naive datetimes. Every moment is written in
+    UTC, so a naive one read back is UTC: it is made aware here, once, instead of in each view."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class StatusColumn(TypeDecorator):
+    """A Status, stored as its name: reads back as the enum, so no code compares with a bare string."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect) -> str | None:
+        return None if value is None else Status(value).value  # an unknown status is refused before it is stored
+
+    def process_result_value(self, value: str | None, dialect) -> Status | None:
+        return None if value is None else Status(value)
 
 
 class Base(DeclarativeBase):
@@ -25,8 +61,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))  # shown in listings; the key itself is never stored
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     spending_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class StoredFile(Base):
@@ -43,7 +79,7 @@ class StoredFile(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Prediction(Base):
@@ -57,7 +93,7 @@ class Prediction(Base):
     owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
     model: Mapped[str] = mapped_column(String(100))
     version: Mapped[str] = mapped_column(String(100))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[Status] = mapped_column(StatusColumn())
     input: Mapped[dict] = mapped_column(JSON)  # as the user sent it
     input_files: Mapped[list | None] = mapped_column(JSON, nullable=True)  # stored file ids, main image first
     lora_files: Mapped[list | None] = mapped_column(JSON, nullable=True)  # resolved LoRAs: sha256, path, scale
@@ -79,9 +115,9 @@ class Prediction(Base):
     # None: the seed's webhook (one call when it succeeds or fails); else a dialect's, e.g. "replicate"
     webhook_format: Mapped[str | None] = mapped_column(String(16), nullable=True)
     webhook_events: Mapped[list | None] = mapped_column(JSON, nullable=True)  # the dialect's event filter
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class WebhookSecret(Base):
@@ -91,7 +127,7 @@ class WebhookSecret(Base):
 
     owner: Mapped[str] = mapped_column(String(40), primary_key=True)  # an API key id, or "open"
     secret: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class LoraBlob(Base):
@@ -102,7 +138,7 @@ class LoraBlob(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(Integer)
     kept: Mapped[bool] = mapped_column(Boolean, default=False)  # registered by name: never evicted
-    last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class LoraName(Base):
@@ -116,7 +152,7 @@ class LoraName(Base):
     name: Mapped[str] = mapped_column(String(100))
     sha256: Mapped[str] = mapped_column(ForeignKey("lora_blobs.sha256"))
     size: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class LoraSource(Base):
@@ -126,7 +162,7 @@ class LoraSource(Base):
 
     source: Mapped[str] = mapped_column(Text, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64))
-    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Training(Base):
@@ -136,7 +172,7 @@ class Training(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[Status] = mapped_column(StatusColumn())
     input: Mapped[dict] = mapped_column(JSON)
     data_dir: Mapped[str] = mapped_column(Text)  # the extracted pairs
     work_dir: Mapped[str] = mapped_column(Text)  # checkpoints, validation images, outputs
@@ -147,9 +183,9 @@ class Training(Base):
     logs: Mapped[str] = mapped_column(Text, default="")
     error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class WebhookDelivery(Base):
@@ -169,8 +205,8 @@ class WebhookDelivery(Base):
     tries: Mapped[list] = mapped_column(JSON, default=list)  # each try: when, the HTTP status or the error
     last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # None: ended
-    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # a try is on
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    given_up_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # None: ended
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # a try is on
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    given_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -18,22 +18,21 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from ..config import EngineConfig
+
 OUT_OF_MEMORY_EXIT = 3
 PARENT_GONE_EXIT = 4
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def child_main(
-    conn: Connection, engine_options: dict, speed_options: dict, safety_model: str | None, visible_device: str | None
-) -> None:
+def child_main(conn: Connection, config: EngineConfig, visible_device: str | None) -> None:
     _die_with_parent()  # first: an orphan must never keep loading, or hold a GPU, after its server is gone
     if visible_device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible_device  # before torch initialises CUDA
     try:
         from ..engine import Engine
-        from ..engine.engine import EngineOptions
 
-        engine = Engine.load(**engine_options, safety_model=safety_model, options=EngineOptions(**speed_options))
+        engine = Engine.from_config(config)
     except Exception as error:  # any load failure is reported, then the child ends
         conn.send(("load_failed", _describe(error)))
         return

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from ..config import EngineConfig
 from .child import child_main
 from .protocol import Job
 
@@ -64,20 +65,16 @@ def visible_gpus() -> list[str]:
 class LocalWorkerPool:
     def __init__(
         self,
-        engine_options: dict,
-        speed_options: dict,
-        safety_model: str | None,
+        config: EngineConfig,
         count: int,
         on_event: EventHandler,
     ):
-        self.engine_options = engine_options
-        self.speed_options = speed_options
-        self.safety_model = safety_model
+        self.config = config
         self.on_event = on_event
         self.context = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA state
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
-        gpus = visible_gpus() if engine_options.get("device", "auto") in ("auto", "cuda") else []
+        gpus = visible_gpus() if config.device in ("auto", "cuda") else []
         count = count or max(1, len(gpus))
         self.workers = [
             WorkerHandle(name=f"worker-{i}", visible_device=gpus[i] if i < len(gpus) else None) for i in range(count)
@@ -92,7 +89,7 @@ class LocalWorkerPool:
         parent_end, child_end = self.context.Pipe(duplex=True)
         process = self.context.Process(
             target=child_main,
-            args=(child_end, self.engine_options, self.speed_options, self.safety_model, worker.visible_device),
+            args=(child_end, self.config, worker.visible_device),
             name=f"fluxedit-{worker.name}",
             daemon=True,
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from datetime import UTC
 
 from ...service.services import Services
 from ...service.urls import output_url
@@ -29,9 +28,8 @@ async def images_response(services: Services, prediction: Prediction, base_url: 
         except FileNotFoundError:
             continue
         data.append({"b64_json": base64.b64encode(image).decode()})
-    created = prediction.created_at if prediction.created_at.tzinfo else prediction.created_at.replace(tzinfo=UTC)
     return {
-        "created": int(created.timestamp()),
+        "created": int(prediction.created_at.timestamp()),
         "data": data,
         "output_format": content_type.removeprefix("image/"),
         "size": f"{prediction.width}x{prediction.height}",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from ...service.runner import TERMINAL
 from ...service.services import Services
 from ...store.models import Prediction
@@ -36,7 +34,7 @@ def prediction_view(services: Services, prediction: Prediction, base_url: str) -
     if (predict_time := (prediction.metrics or {}).get("predict_time")) is not None:
         metrics["predict_time"] = predict_time
     if prediction.completed_at is not None:
-        total = _aware(prediction.completed_at) - _aware(prediction.created_at)
+        total = prediction.completed_at - prediction.created_at
         metrics["total_time"] = round(total.total_seconds(), 4)
     return {
         "id": prediction.id,
@@ -63,7 +61,3 @@ def still_starting(view: dict, prediction: Prediction) -> dict:
     if prediction.status not in TERMINAL:
         view["status"] = "starting"
     return view
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite drops the zone; it was UTC

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from ...service.services import Services
 from ...service.urls import file_content_url, output_url, prediction_urls, stored_file_id
@@ -13,7 +13,6 @@ from ...store.models import Prediction
 def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return moment.isoformat().replace("+00:00", "Z")
 
 

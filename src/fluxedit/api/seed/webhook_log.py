@@ -45,6 +45,6 @@ def _state(delivery: WebhookDelivery) -> str:
     if delivery.given_up_at is not None:
         return "failed"
     claimed = delivery.claimed_until
-    if claimed is not None and (claimed if claimed.tzinfo else claimed.replace(tzinfo=UTC)) > datetime.now(UTC):
+    if claimed is not None and claimed > datetime.now(UTC):
         return "sending"
     return "pending"
