@@ -3,13 +3,11 @@
 Every hop is resolved here, every address DNS gives is checked, and the connection goes to a
 checked address (the URL is rewritten to the IP; Host header and TLS name stay the original host),
 so a second DNS answer cannot point somewhere else (DNS rebinding). Redirects are followed by hand
-for the same reason. Data URIs are parsed here too, since they arrive in the same input fields.
+for the same reason. Which addresses are allowed is service/url_policy.py's; data URIs are service/data_uri.py's.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import ipaddress
 import os
@@ -18,14 +16,13 @@ import socket
 import ssl
 from dataclasses import dataclass
 from typing import BinaryIO
-from urllib.parse import unquote, unquote_to_bytes
 
 import anyio
 import httpx
 
 from ..schema import InputDownloadError, InputError
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from .data_uri import megabytes, parse_data_uri  # noqa: F401  (parse_data_uri: callers import it from here too)
+from .url_policy import IPAddress, UrlPolicy, address_allowed
 
 INVALID_URL = "Invalid URL."
 MAX_URL_CHARS = 8192
@@ -36,20 +33,6 @@ _BAD_URL_CHARS = re.compile(
 )  # no URL of ours needs them; backslashes parse differently per client
 _HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")  # httpx gives the host lowercased and IDNA-encoded
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the low 32 bits are an IPv4 address a NAT64 gateway reaches
-
-
-@dataclass(frozen=True)
-class UrlPolicy:
-    allow_private: bool = False  # operator flag --allow-private-urls: every address allowed
-    allowed_networks: tuple[str, ...] = ()  # CIDRs allowed even if private/loopback, e.g. ("127.0.0.2/32",)
-    max_bytes: int = 50 * 1024 * 1024
-    timeout_s: float = 20.0
-    max_redirects: int = 5
-
-    def __post_init__(self) -> None:
-        _networks(self.allowed_networks)  # a typo in the operator's config fails at startup, not per request
 
 
 @dataclass(frozen=True)
@@ -83,50 +66,6 @@ def _valid_host(host: str) -> bool:
             return False
         return True
     return _HOST_NAME.fullmatch(host) is not None
-
-
-def address_allowed(ip: IPAddress, policy: UrlPolicy) -> bool:
-    """Whether the server may connect to ip: public unicast, or let in by the operator."""
-    if policy.allow_private:
-        return True
-    if any(ip in network for network in _networks(policy.allowed_networks)):
-        return True
-    embedded = _embedded_ipv4(ip)
-    if embedded is not None:
-        # ::ffff:127.0.0.1 and friends reach the IPv4 address, so that is what gets judged.
-        return address_allowed(embedded, policy)
-    blocked = (
-        ip.is_loopback
-        or ip.is_private
-        or ip.is_link_local
-        or ip.is_unspecified
-        or ip.is_multicast
-        or ip.is_reserved
-        or not ip.is_global
-        or ip in _CGNAT
-        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
-    )
-    return not blocked
-
-
-def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    if isinstance(ip, ipaddress.IPv4Address):
-        return None
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
-
-
-@functools.cache
-def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    try:
-        return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
-    except ValueError as error:
-        raise ValueError(f"allowed_networks: {error}") from None
 
 
 async def fetch_bytes(url: str, policy: UrlPolicy, field: str) -> Fetched:
@@ -190,7 +129,7 @@ async def _read_limited(response: httpx.Response, max_bytes: int, field: str, si
     """The body, refused as soon as it is known (Content-Length) or seen (streamed) to pass max_bytes.
 
     With a sink, the body is written there instead and b"" is returned."""
-    too_large = InputError(field, f"is larger than {_megabytes(max_bytes)} MB")
+    too_large = InputError(field, f"is larger than {megabytes(max_bytes)} MB")
     length = response.headers.get("content-length", "").strip()
     if length.isdigit() and int(length) > max_bytes:
         raise too_large
@@ -320,42 +259,3 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
     return str(error) or type(error).__name__
-
-
-def parse_data_uri(uri: str, field: str, max_bytes: int) -> bytes:
-    """The bytes of "data:[<mime type>][;base64],<data>", refused when malformed, empty or over max_bytes."""
-    if not isinstance(uri, str) or uri[:5].lower() != "data:":
-        raise InputError(field, "is not a data URI (expected data:[<mime type>][;base64],<data>)")
-    header, comma, payload = uri[5:].partition(",")
-    if not comma:
-        raise InputError(field, "is not a valid data URI: a comma must come before the data")
-    too_large = InputError(field, f"is larger than {_megabytes(max_bytes)} MB")
-    if header.split(";")[-1].strip().lower() == "base64":
-        data = _decode_base64(payload, field, max_bytes, too_large)
-    else:
-        if len(payload) > 3 * max_bytes:  # even all-%XX text would decode past the limit
-            raise too_large
-        data = unquote_to_bytes(payload)
-    if len(data) > max_bytes:
-        raise too_large
-    if not data:
-        raise InputError(field, "is an empty data URI")
-    return data
-
-
-def _decode_base64(payload: str, field: str, max_bytes: int, too_large: InputError) -> bytes:
-    text = unquote(payload) if "%" in payload else payload  # some clients URL-encode "+", "/" and "="
-    text = "".join(text.split())
-    if len(text) // 4 * 3 > max_bytes + 3:  # refuse before decoding anything
-        raise too_large
-    text = text.replace("-", "+").replace("_", "/")  # the URL-safe alphabet means the same bytes
-    text += "=" * (-len(text) % 4)  # missing padding is common and harmless
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InputError(field, "is not valid base64 data") from None
-
-
-def _megabytes(size: int) -> str:
-    megabytes = size / (1024 * 1024)
-    return f"{megabytes:,.0f}" if megabytes >= 100 else f"{megabytes:.3g}"
