@@ -323,31 +323,62 @@ def write_tiny(
         console.print(f"wrote its transformer in BFL layout to [bold]{escape(str(bfl_file))}[/]", highlight=False)
 
 
+# `fluxedit train` has one flag per field of fluxedit.training_options.TrainingOptions, which holds their
+# defaults and limits (the API's and the trainer's too): an unset flag (None) takes the model's default. The help
+# texts are written out because importing pydantic to read them would double what `fluxedit --help` takes;
+# tests/test_cli_train_options.py checks that flags, fields and the defaults the texts name agree.
+
+
 @app.command()
 def train(
     data: Annotated[
         Path, typer.Argument(help="A folder or .zip of NAME_start/NAME_end images (+ NAME.txt), or a .jsonl.")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the LoRA (.safetensors, diffusers layout).")],
-    steps: Annotated[int, typer.Option(help="Training steps.")] = 1000,
-    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-    alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default: the rank).")] = None,
-    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
-    targets: Annotated[str, typer.Option(help="attention, or all (attention, MLPs, projections).")] = "attention",
+    steps: Annotated[int | None, typer.Option(help="Training steps (default 1000).", show_default=False)] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (default 16).", show_default=False)] = None,
+    alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default: the rank).", show_default=False)] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="AdamW learning rate (default 1e-4).", show_default=False)
+    ] = None,
+    targets: Annotated[
+        str | None, typer.Option(help="attention (the default), or all (attention, MLPs, projections).")
+    ] = None,
     resolution: Annotated[
-        int, typer.Option(help="Bucket side: 1024 trains at the Kontext sizes, 512 at a quarter.")
-    ] = 1024,
+        int | None,
+        typer.Option(help="Bucket side: 1024 (the default) trains at the Kontext sizes, 512 at a quarter."),
+    ] = None,
     default_caption: Annotated[str | None, typer.Option(help="Caption for pairs without a NAME.txt.")] = None,
     trigger_word: Annotated[str | None, typer.Option(help="A word put before every caption.")] = None,
-    caption_dropout: Annotated[float, typer.Option(help="Share of steps trained with an empty caption.")] = 0.05,
-    seed: Annotated[int, typer.Option(help="Fixes everything: same seed, same weights.")] = 0,
-    checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (0: never).")] = 250,
+    caption_dropout: Annotated[
+        float | None, typer.Option(help="Share of steps trained with an empty caption (default 0.05).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Fixes everything: same seed, same weights (default 0).")] = None,
+    guidance: Annotated[
+        float | None, typer.Option(help="The distilled guidance the transformer sees in training (default 1).")
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Save a resumable checkpoint every N steps (0: never; default 250).")
+    ] = None,
     keep_checkpoints: Annotated[
-        int, typer.Option(min=1, help="Checkpoints kept (the newest; older ones are deleted).")
-    ] = 2,
-    validate_every: Annotated[int, typer.Option(help="Edit the held-out pairs every N steps (0: never).")] = 0,
-    validation_pairs: Annotated[int, typer.Option(help="Pairs held out for validation edits.")] = 0,
-    optimizer: Annotated[str, typer.Option(help="adamw, or adamw8bit (bitsandbytes, CUDA).")] = "adamw",
+        int | None, typer.Option(help="Checkpoints kept, the newest; older ones are deleted (default 2).")
+    ] = None,
+    validate_every: Annotated[
+        int | None, typer.Option(help="Edit the held-out pairs every N steps (0: never; default 0).")
+    ] = None,
+    validation_pairs: Annotated[
+        int | None, typer.Option(help="Pairs held out for validation edits (default 0).")
+    ] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="adamw (the default), or adamw8bit (bitsandbytes, CUDA).")
+    ] = None,
+    gradient_checkpointing: Annotated[
+        bool | None,
+        typer.Option(
+            help="Recompute activations in the backward pass: less memory, slower (default: on for CUDA).",
+            show_default=False,
+        ),
+    ] = None,
     work_dir: Annotated[
         Path | None, typer.Option(help="Checkpoints and validation images (default: next to --out).")
     ] = None,
@@ -356,33 +387,41 @@ def train(
     device: DeviceOption = None,
     dtype: DtypeOption = None,
 ) -> None:
-    """Train a LoRA from before/after pairs; a stopped run resumes from its last checkpoint."""
+    """Train a LoRA from before/after pairs; a stopped run resumes from its last checkpoint. Defaults and
+    limits are the API's (docs/training.md)."""
+    from .schema import InputError
     from .training.dataset import DatasetError, load_pairs
+    from .training_options import TrainingOptions, validated_training_options
 
+    given = dict(locals())
+    chosen = {name: given[name] for name in TrainingOptions.model_fields if given.get(name) is not None}
+    try:
+        options = validated_training_options(chosen)
+    except InputError as error:  # each field is the flag of its name
+        raise fail(f"--{error.field.replace('_', '-')}: {error.problem}") from None
     config = _engine_settings(model=model, components=components, device=device, dtype=dtype)
     _check_model_source(config)
     try:
-        pairs = load_pairs(data, default_caption, trigger_word)
+        pairs = load_pairs(data, options.default_caption, options.trigger_word)
     except DatasetError as error:
         raise fail(str(error)) from None
     say(f"{len(pairs)} pairs from {data}")
-    _run_training(config, pairs, out, work_dir or out.with_name(out.stem + "-training"), locals())
+    _run_training(config, pairs, out, work_dir or out.with_name(out.stem + "-training"), options)
 
 
-def _run_training(config: Settings, pairs, out: Path, work_dir: Path, options: dict) -> None:
+def _run_training(config: Settings, pairs, out: Path, work_dir: Path, options) -> None:
     from rich import progress as bars
 
     from .schema import FluxeditError
 
     with console.status("importing torch and diffusers ..."), _importing_libraries():
         from .engine.loading import load_model
-        from .training.trainer import TrainConfig, Trainer, loss_drop
+        from .training.trainer import Trainer, loss_drop
 
-    fields = {k: options[k] for k in TrainConfig.__dataclass_fields__ if k in options}
     try:
         with console.status(f"loading {escape(config.model)} ..."):
-            loaded = load_model(**{**config.engine_config().model_arguments(), "memory_mode": "gpu"})
-        trainer = Trainer(loaded.pipe, loaded.placement.device, pairs, TrainConfig(**fields), work_dir)
+            loaded = load_model(**config.engine_config().training_model_arguments())
+        trainer = Trainer(loaded.pipe, loaded.placement.device, pairs, options, work_dir)
         with console.status("encoding captions and images once ..."):
             trainer.prepare()
         bar = bars.Progress(

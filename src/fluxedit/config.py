@@ -80,6 +80,11 @@ class EngineConfig:
             "token": self.hf_token,
         }
 
+    def training_model_arguments(self) -> dict:
+        """load_model's arguments for `fluxedit train`: the same model and placement, but all of it kept on the
+        GPU (memory_mode gpu): an offload hook would move the weights on every forward and backward pass."""
+        return {**self.model_arguments(), "memory_mode": "gpu"}
+
 
 class Settings(BaseSettings):
     # allow_inf_nan=False: a NaN or infinite number would reach timers and sizes (nan breaks the event loop's timers)

@@ -7,7 +7,8 @@ from safetensors.torch import load_file
 
 from fluxedit.engine.tiny import build_tiny_pipeline
 from fluxedit.training.dataset import load_pairs
-from fluxedit.training.trainer import TrainConfig, Trainer
+from fluxedit.training.trainer import Trainer
+from fluxedit.training_options import TrainingOptions
 from tests.helpers import pattern
 
 CONFIG = {"steps": 10, "checkpoint_every": 2, "keep_checkpoints": 2, "seed": 5, "resolution": 256, "rank": 4}
@@ -24,7 +25,7 @@ def pairs(tmp_path_factory):
 
 
 def trainer(pairs, out_dir, **overrides):
-    made = Trainer(build_tiny_pipeline(), torch.device("cpu"), pairs, TrainConfig(**CONFIG | overrides), out_dir)
+    made = Trainer(build_tiny_pipeline(), torch.device("cpu"), pairs, TrainingOptions(**CONFIG | overrides), out_dir)
     made.prepare()
     return made
 

@@ -12,7 +12,8 @@ from fluxedit.engine.tiny import build_tiny_pipeline
 from fluxedit.imaging.decode import DecodedImage
 from fluxedit.schema import OutputFormat
 from fluxedit.training.dataset import load_pairs
-from fluxedit.training.trainer import TrainConfig, Trainer, bucket_size, loss_drop
+from fluxedit.training.trainer import Trainer, bucket_size, loss_drop
+from fluxedit.training_options import TrainingOptions
 from tests.helpers import pattern, settings
 
 FAST = {"resolution": 256, "caption_dropout": 0.0, "rank": 32, "targets": "all", "learning_rate": 3e-3}
@@ -30,7 +31,7 @@ def inverted_pairs(tmp_path_factory):
 
 
 def train(pairs, out_dir, **config):
-    trainer = Trainer(build_tiny_pipeline(), torch.device("cpu"), pairs, TrainConfig(**config), out_dir)
+    trainer = Trainer(build_tiny_pipeline(), torch.device("cpu"), pairs, TrainingOptions(**config), out_dir)
     trainer.prepare()
     return trainer
 

@@ -18,13 +18,13 @@ import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..schema import MAX_PROMPT_CHARS, InputError, input_error_from, refuse_booleans
+from ..schema import InputError
 from ..store.models import Training, utcnow
 from ..training.dataset import DatasetError, count_pairs, extract_zip
+from ..training_options import TrainingInput, validated_training_input  # noqa: F401 (api/seed imports it from here)
 from .events import EventHub
 from .keys import Caller
 from .loras import NAME, LoraStore
@@ -52,37 +52,6 @@ def _zip_problem(error: Exception) -> str:
     if isinstance(error, NotImplementedError):
         return f"the zip uses a compression method this server does not read ({error}); use deflate or store"
     return f"the zip is damaged ({type(error).__name__}: {error})"
-
-
-class TrainingInput(BaseModel):
-    """What a training takes (the data itself comes as a zip beside it)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(None, description="The name the LoRA is registered under (default: training-<id>).")
-    steps: int = Field(1000, ge=1, le=100_000)
-    learning_rate: float = Field(1e-4, gt=0, le=1)
-    rank: int = Field(16, ge=1, le=256)
-    alpha: float | None = Field(None, gt=0, allow_inf_nan=False)
-    targets: str = Field("attention", pattern="^(attention|all)$")
-    resolution: int = Field(1024, ge=128, le=1024)
-    default_caption: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
-    trigger_word: str | None = Field(None, max_length=100)
-    caption_dropout: float = Field(0.05, ge=0, lt=1)
-    seed: int = Field(0, ge=0)
-
-    @field_validator("steps", "learning_rate", "rank", "alpha", "resolution", "caption_dropout", "seed", mode="before")
-    @classmethod
-    def _numbers(cls, value: object) -> object:
-        return refuse_booleans(value)  # "steps": true is not one step
-
-
-def validated_training_input(fields: dict) -> TrainingInput:
-    try:
-        return TrainingInput(**fields)
-    except ValidationError as error:
-        problem = input_error_from(error)
-        raise InputError("input." + problem.field, problem.problem) from None
 
 
 class TrainingRunner:

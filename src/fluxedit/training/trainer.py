@@ -14,7 +14,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from ..engine.lora_formats import diffusers_lora_to_bfl
 from ..engine.tokens import grid_ids, pack, reference_ids
 from ..resolution import PREFERRED_SIZES, nearest_preferred_size
 from ..schema import EditCancelled
+from ..training_options import TrainingOptions
 from .dataset import Pair
 
 ADAPTER = "fluxedit_training"  # not "train": that name clashes with nn.Module.train
@@ -35,23 +36,7 @@ MLPS = ["ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2"
 T5_TOKENS = 512
 
 
-@dataclass
-class TrainConfig:
-    steps: int = 1000
-    rank: int = 16
-    alpha: float | None = None  # default: the rank (scale 1)
-    learning_rate: float = 1e-4
-    targets: str = "attention"  # or "all": attention and the MLPs
-    resolution: int = 1024  # side of the square whose area the buckets keep
-    caption_dropout: float = 0.05
-    guidance: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 2  # the newest N stay (it resumes from the last); older ones are deleted
-    validate_every: int = 0
-    validation_pairs: int = 0
-    gradient_checkpointing: bool | None = None  # default: on for CUDA
-    optimizer: str = "adamw"  # or "adamw8bit" (bitsandbytes, CUDA)
+TrainConfig = TrainingOptions  # the name the worker still uses; the options are defined in training_options
 
 
 @dataclass
@@ -90,7 +75,7 @@ def bucket_size(width: int, height: int, resolution: int) -> tuple[int, int]:
 
 
 class Trainer:
-    def __init__(self, pipe, device: torch.device, pairs: list[Pair], config: TrainConfig, out_dir: Path):
+    def __init__(self, pipe, device: torch.device, pairs: list[Pair], config: TrainingOptions, out_dir: Path):
         self.pipe = pipe
         self.device = device
         self.config = config
@@ -256,7 +241,7 @@ class Trainer:
         torch.save(self.optimizer.state_dict(), partial / "optimizer.pt")
         torch.save(self.generator.get_state(), partial / "generator.pt")
         (partial / "state.json").write_text(
-            json.dumps({"step": self.step, "losses": self.losses, **asdict(self.config)})
+            json.dumps({"step": self.step, "losses": self.losses, **self.config.model_dump()})
         )
         shutil.rmtree(folder, ignore_errors=True)  # a re-run of the same step replaces it
         partial.rename(folder)
