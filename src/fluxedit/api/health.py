@@ -2,45 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..worker.messages import WorkerState
+from ..worker.pool_protocol import WorkerView
 from .deps import services
 
 router = APIRouter(tags=["operations"])
 
 
-def health_state(workers) -> tuple[str, str | None]:
+def health_state(workers: Sequence[WorkerView]) -> tuple[str, str | None]:
     states = [w.state for w in workers]
-    if "ready" in states:
+    if WorkerState.ready in states:
         return "ready", None
-    if "busy" in states:
+    if WorkerState.busy in states:
         return "busy", None
-    if states and all(s in ("failed", "stopped") for s in states):
+    if states and all(s in (WorkerState.failed, WorkerState.stopped) for s in states):
         reasons = [w.reason for w in workers if w.reason]
         return "failed", reasons[0] if reasons else "every worker process stopped"
     return "starting", None
 
 
+def worker_view(worker: WorkerView) -> dict:
+    shown = {"name": worker.name, "state": worker.state.value, "reason": worker.reason}
+    shown |= {"restarts": worker.restarts, "pid": worker.pid}
+    return shown | (worker.info.as_dict() if worker.info else {})
+
+
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
     found = services(request)
-    status, reason = health_state(found.pool.workers)
+    workers = found.pool.workers()
+    status, reason = health_state(workers)
     body = {
         "status": status,
         "reason": reason,
-        "workers": [
-            {
-                "name": w.name,
-                "state": w.state,
-                "reason": w.reason,
-                "restarts": w.restarts,
-                "pid": w.process.pid if w.process else None,
-                **w.info,
-            }
-            for w in found.pool.workers
-        ],
+        "workers": [worker_view(w) for w in workers],
         "queue_depth": int(found.metrics.queue_depth._value.get()),
     }
     return JSONResponse(body, status_code=200 if status in ("ready", "busy") else 503)

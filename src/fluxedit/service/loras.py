@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..schema import InputDownloadError, InputError
+from ..store.files import lora_path
 from ..store.models import LoraBlob, LoraName, LoraSource, utcnow
 from .fetch import UrlPolicy, fetch_to_file, parse_http_url
 from .in_use import in_use
@@ -44,9 +45,11 @@ class ResolvedLora:
     sha256: str
     scale: float
     field: str
+    in_store: bool = False  # kept in the LoRA store under its digest (a worker anywhere can get it by that)
 
     def as_job(self) -> dict:
-        return {"path": self.path, "digest": self.sha256, "scale": self.scale, "field": self.field}
+        job = {"path": self.path, "digest": self.sha256, "scale": self.scale, "field": self.field}
+        return job | {"in_store": self.in_store}
 
 
 def safetensors_keys(path: Path, field: str) -> list[str]:
@@ -79,7 +82,7 @@ class LoraStore:
         folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
-        return self.folder / f"{sha256}.safetensors"
+        return lora_path(self.folder, sha256)
 
     def add(self, temporary: Path, field: str, kept: bool, owner=NOBODY) -> tuple[str, int]:
         """Check a written file, move it under its content hash, record it; (sha256, size). `owner`: the key
@@ -240,7 +243,7 @@ class LoraResolver:
         else:
             sha256 = await self._from_hub(ref, field)
         self.store.touch(sha256)
-        return ResolvedLora(str(self.store.path(sha256)), sha256, scale, field)
+        return ResolvedLora(str(self.store.path(sha256)), sha256, scale, field, in_store=True)
 
     async def _download(self, url: str, field: str) -> str:
         sha256 = self.store.cached(url)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ..worker.messages import WorkerState
+from ..worker.pool_protocol import WorkerView
 
 
 class ServiceMetrics:
@@ -22,3 +27,9 @@ class ServiceMetrics:
             "fluxedit_worker_restarts", "Worker processes restarted after they stopped", registry=self.registry
         )
         self.workers = Gauge("fluxedit_workers", "Worker processes by state", ["state"], registry=self.registry)
+
+    def count_workers(self, workers: Iterable[WorkerView]) -> None:
+        """The worker gauge: how many workers are in each state (every state has a value, 0 included)."""
+        states = [worker.state for worker in workers]
+        for state in WorkerState:
+            self.workers.labels(state.value).set(states.count(state))

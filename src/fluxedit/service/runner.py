@@ -22,6 +22,24 @@ from ..resolution import output_size
 from ..schema import MODEL_SLUG, EditInput, FluxeditError, InputDownloadError, InputError, validated_input
 from ..store.files import CONTENT_TYPES, EXTENSIONS, FileStore
 from ..store.models import ApiKey, Prediction, utcnow
+from ..worker.messages import (
+    Cancelled,
+    Died,
+    Done,
+    EditJob,
+    Failed,
+    InputFile,
+    JobResult,
+    LoadFailed,
+    LoraFile,
+    Progress,
+    Ready,
+    Started,
+    TrainingEvent,
+    WorkerEvent,
+    WorkerState,
+)
+from ..worker.pool_protocol import WorkerPool, WorkerView
 from .admission import Admission, price_ceiling
 from .events import EventHub
 from .fairness import KeyTurns
@@ -95,7 +113,7 @@ class Runner:
         self.lora_resolver = lora_resolver
         self.trainings = trainings
         self.cancel_grace = cancel_grace  # seconds a worker may ignore a cancel before it is killed
-        self.pool = None  # set by attach_pool: the pool calls back into the runner
+        self.pool: WorkerPool | None = None  # set by attach_pool: the pool calls back into the runner
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -103,8 +121,9 @@ class Runner:
         self._cancel_requested: set[str] = set()
         self.draining = False
 
-    def attach_pool(self, pool) -> None:
+    def attach_pool(self, pool: WorkerPool) -> None:
         self.pool = pool
+        pool.subscribe(self.on_worker_event)
 
     # ---- start and stop -------------------------------------------------------------------
 
@@ -226,8 +245,8 @@ class Runner:
 
     def _check_admission(self, caller: Caller, cost: float, session: Session | None = None, new_id=None) -> None:
         """Refuse what cannot or may not run: no worker left, a full queue, a passed spending limit."""
-        workers = self.pool.workers
-        if workers and all(w.state == "failed" for w in workers):
+        workers = self.pool.workers()
+        if workers and all(w.state == WorkerState.failed for w in workers):
             raise NoWorkers(f"no worker can run predictions: {workers[0].reason}")
         if session is not None:
             self.admission.check(session, caller, cost, new_id)
@@ -354,7 +373,7 @@ class Runner:
             job = self.trainings.next_slice()
             if job is None:
                 return
-            self.pool.submit_training(worker, job)
+            self.pool.submit_training(worker.name, job)
 
     def _next_batch(self) -> list[Prediction]:
         """The oldest ready prediction of the key whose turn it is (self.turns), with others that can share its
@@ -435,14 +454,14 @@ class Runner:
     def _batch_limit(self) -> int:
         if self.batch_max:
             return self.batch_max
-        on_gpu = any(str(w.info.get("device", "")).startswith("cuda") for w in self.pool.workers)
+        on_gpu = any(w.on_gpu for w in self.pool.workers())
         return GPU_BATCH_IMAGES if on_gpu else 1
 
     @staticmethod
     def _images(batch: list[Prediction]) -> int:
         return sum(EditInput(**p.input).num_images for p in batch)
 
-    def _start(self, batch: list[Prediction], worker) -> None:
+    def _start(self, batch: list[Prediction], worker: WorkerView) -> None:
         for prediction in batch:  # in batch order: the key whose turn it was counts as served first
             self.turns.served(prediction.owner_key_id)
         now = utcnow()
@@ -459,20 +478,30 @@ class Runner:
                 metrics_update={"queue_time": round(queue_time, 4)},
                 log_line=note,
             )
-            image_count = len(prediction.input_files)
-            jobs.append(
-                {
-                    "id": prediction.id,
-                    "settings": edit_input.settings().model_dump(mode="json"),
-                    "image_paths": [str(self.files.path(file_id)) for file_id in prediction.input_files],
-                    "image_fields": ["input.image_url"] + [f"input.image_urls.{i}" for i in range(image_count - 1)],
-                    "safety_check": edit_input.enable_safety_checker,
-                    "loras": prediction.lora_files or [],
-                }
-            )
+            jobs.append(self._job(prediction, edit_input))
             asyncio.get_running_loop().call_later(self.execution_timeout, self._on_timeout, prediction.id)
-        self.pool.submit(worker, jobs)
+        self.pool.submit(worker.name, jobs)
         self._refresh_queue_gauge()
+
+    def _job(self, prediction: Prediction, edit_input: EditInput) -> EditJob:
+        fields = ["input.image_url"] + [f"input.image_urls.{i}" for i in range(len(prediction.input_files) - 1)]
+        images = []
+        for file_id, field in zip(prediction.input_files, fields, strict=True):
+            record = self.files.get(file_id)  # None: deleted meanwhile; the worker's read says so
+            if record is None:
+                images.append(InputFile(file_id, field))
+            else:
+                images.append(InputFile(file_id, field, record.size, record.sha256, record.content_type))
+        return EditJob(
+            id=prediction.id,
+            settings=edit_input.settings().model_dump(mode="json"),
+            images=tuple(images),
+            safety_check=edit_input.enable_safety_checker,
+            loras=tuple(
+                LoraFile(lora["digest"], lora["scale"], lora["field"], None if lora.get("in_store") else lora["path"])
+                for lora in prediction.lora_files or []
+            ),
+        )
 
     def _on_timeout(self, prediction_id: str) -> None:
         if prediction_id in self.pool.busy_job_ids():
@@ -482,38 +511,34 @@ class Runner:
 
     # ---- worker events ----------------------------------------------------------------------
 
-    def on_worker_event(self, worker, message: tuple) -> None:
-        kind = message[0]
-        if kind in ("ready", "load_failed"):
-            self._update_worker_gauge()
-            if kind == "load_failed" and all(w.state == "failed" for w in self.pool.workers):
-                self._fail_queued(f"no worker can load the model: {message[1]}")
-            self._wake.set()
-            return
-        if kind == "died":
-            self.metrics.worker_restarts.inc()
-            self._update_worker_gauge()
-            for job_id in message[2]:
-                if job_id.startswith("training_"):
-                    self.trainings.on_worker_lost(job_id)
-                else:
-                    self._on_lost(job_id, message[1])
-            return
-        if kind.startswith("train_"):
-            self.trainings.on_worker_event(message)
-            return
-        prediction_id = message[1]
-        if kind == "started":
-            self._transition(prediction_id, PROCESSING)
-        elif kind == "progress":
-            _, _, step, total, preview = message
-            self.hub.publish(prediction_id, {"type": "progress", "step": step, "total": total, "preview": preview})
-        elif kind == "done":
-            self._spawn(self._finish(prediction_id, message[2]))
-        elif kind == "failed":
-            self._fail(prediction_id, message[2], message[3])
-        elif kind == "cancelled":
-            self._on_cancelled(prediction_id)
+    def on_worker_event(self, worker: WorkerView, event: WorkerEvent) -> None:
+        match event:
+            case Ready() | LoadFailed():
+                self._update_worker_gauge()
+                if isinstance(event, LoadFailed) and all(w.state == WorkerState.failed for w in self.pool.workers()):
+                    self._fail_queued(f"no worker can load the model: {event.reason}")
+            case Died(exit_code, job_ids):
+                self.metrics.worker_restarts.inc()
+                self._update_worker_gauge()
+                for job_id in job_ids:
+                    if job_id.startswith("training_"):
+                        self.trainings.on_worker_lost(job_id)
+                    else:
+                        self._on_lost(job_id, exit_code)
+                return
+            case Started(job_id):
+                self._transition(job_id, PROCESSING)
+            case Progress(job_id, step, total, preview):
+                self.hub.publish(job_id, {"type": "progress", "step": step, "total": total, "preview": preview})
+            case Done(job_id, result):
+                self._spawn(self._finish(job_id, result))
+            case Failed(job_id, code, message):
+                self._fail(job_id, code, message)
+            case Cancelled(job_id):
+                self._on_cancelled(job_id)
+            case _ if isinstance(event, TrainingEvent):
+                self.trainings.on_worker_event(event)
+                return
         self._wake.set()
 
     def _fail_queued(self, reason: str) -> None:
@@ -553,7 +578,7 @@ class Runner:
             self._cancel_requested.discard(prediction_id)
             self._transition(prediction_id, CANCELLED, completed_at=utcnow(), log_line="cancelled while running")
 
-    async def _finish(self, prediction_id: str, result: dict) -> None:
+    async def _finish(self, prediction_id: str, result: JobResult) -> None:
         try:
             await self._store_result(prediction_id, result)
         except QuotaExceeded as error:  # the key's or the server's storage quota: say which, and the limit
@@ -562,20 +587,20 @@ class Runner:
             log.exception("storing the result of %s failed", prediction_id)
             self._fail(prediction_id, "EXECUTION_ERROR", f"storing the result failed: {type(error).__name__}: {error}")
 
-    async def _store_result(self, prediction_id: str, result: dict) -> None:
+    async def _store_result(self, prediction_id: str, result: JobResult) -> None:
         prediction = self.get(prediction_id)
-        flags = result["has_nsfw_concepts"]
-        logs = list(result["logs"])
+        flags = result.has_nsfw_concepts
+        logs = list(result.logs)
         if flags and all(flags):
             self._fail(prediction_id, "PROVIDER_REJECTED", "the safety checker flagged every output image")
             return
-        content_type = CONTENT_TYPES[result["format"]]
+        content_type = CONTENT_TYPES[result.format]
         if self.files.quota is not None:  # all the images fit, or none is stored
-            total = sum(len(data) for data in result["images"])
+            total = sum(len(data) for data in result.images)
             await asyncio.to_thread(self.files.quota.check, prediction.owner_key_id, total)
         output_ids = []
         try:
-            for index, data in enumerate(result["images"]):
+            for index, data in enumerate(result.images):
                 record = await asyncio.to_thread(
                     self.files.put,
                     data,
@@ -583,7 +608,7 @@ class Runner:
                     content_type=content_type,
                     filename=f"{prediction_id}-{index}.{EXTENSIONS[content_type]}",
                     owner_key_id=prediction.owner_key_id,
-                    size=(result["width"], result["height"]),
+                    size=(result.width, result.height),
                 )
                 output_ids.append(record.id)
         except Exception:
@@ -593,23 +618,23 @@ class Runner:
         completed = utcnow()
         predict_time = (completed - prediction.started_at).total_seconds()
         self.metrics.predict_time.observe(predict_time)
-        timings = {f"{k}_time": round(v, 4) for k, v in result["timings"].items()}
+        timings = {f"{k}_time": round(v, 4) for k, v in result.timings.items()}
         self._transition(
             prediction_id,
             SUCCESS,
             output=output_ids,
-            seed=str(result["seed"]),
-            width=result["width"],
-            height=result["height"],
+            seed=str(result.seed),
+            width=result.width,
+            height=result.height,
             has_nsfw_concepts=flags,
             completed_at=completed,
             metrics_update={
                 "predict_time": round(predict_time, 4),
-                "transformer_passes": result["transformer_passes"],
-                "acceleration": result["acceleration"],
+                "transformer_passes": result.transformer_passes,
+                "acceleration": result.acceleration,
                 **timings,
             },
-            log_line="\n".join([*logs, f"done in {predict_time:.2f} s, seed {result['seed']}"]),
+            log_line="\n".join([*logs, f"done in {predict_time:.2f} s, seed {result.seed}"]),
         )
 
     def _fail(self, prediction_id: str, code: str, message: str) -> None:
@@ -667,8 +692,7 @@ class Runner:
     def _update_worker_gauge(self) -> None:
         if self.pool is None:
             return
-        for state in ("starting", "ready", "busy", "failed", "stopped"):
-            self.metrics.workers.labels(state).set(sum(1 for w in self.pool.workers if w.state == state))
+        self.metrics.count_workers(self.pool.workers())
 
 
 def _detached_copy(prediction: Prediction) -> Prediction:

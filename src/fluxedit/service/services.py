@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..store.database import open_database
-from ..store.files import FileStore
+from ..store.files import FileStore, LocalStoreReader
 from ..worker.pool import LocalWorkerPool
+from ..worker.pool_protocol import WorkerPool
 from .events import EventHub
 from .fetch import UrlPolicy
 from .inputs import InputResolver
@@ -34,7 +35,7 @@ class Services:
     hub: EventHub
     metrics: ServiceMetrics
     runner: Runner
-    pool: LocalWorkerPool
+    pool: WorkerPool
     sender: WebhookSender
     policy: UrlPolicy
     loras: LoraStore
@@ -92,11 +93,8 @@ class Services:
             trainings=trainings,
             cancel_grace=settings.cancel_grace,
         )
-        pool = LocalWorkerPool(
-            settings.engine_config(),
-            settings.workers,
-            runner.on_worker_event,
-        )
+        reader = LocalStoreReader(files.folder, loras.folder)  # the children read inputs and LoRAs by id from here
+        pool = LocalWorkerPool(settings.engine_config(), settings.workers, reader)
         runner.attach_pool(pool)
         retention = Retention.from_settings(settings, sessions, files, quota)
         return cls(
@@ -117,5 +115,5 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.runner.stop(self.settings.drain_timeout)
-        await self.pool.stop()
+        await self.pool.close()
         await self.sender.stop()

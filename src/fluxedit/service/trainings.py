@@ -25,6 +25,17 @@ from ..schema import InputError
 from ..store.models import Training, utcnow
 from ..training.dataset import DatasetError, count_pairs, extract_zip
 from ..training_options import TrainingInput, validated_training_input  # noqa: F401 (api/seed imports it from here)
+from ..worker.messages import (
+    TrainCancelled,
+    TrainDone,
+    TrainFailed,
+    TrainingEvent,
+    TrainingJob,
+    TrainingSummary,
+    TrainPaused,
+    TrainProgress,
+)
+from ..worker.pool_protocol import WorkerPool
 from .events import EventHub
 from .keys import Caller
 from .loras import NAME, LoraStore
@@ -72,13 +83,13 @@ class TrainingRunner:
         self.slice_steps = slice_steps
         self.keep_checkpoints = keep_checkpoints
         self.quota = quota  # StorageQuota: a training's pairs are checked against it before they are unpacked
-        self.pool = None
+        self.pool: WorkerPool | None = None
         self.wake = None  # the prediction runner's dispatcher wake-up
         self._finishing: set[str] = set()  # done on the worker, being registered: not to be handed out again
         self._tasks: set[asyncio.Task] = set()
         folder.mkdir(parents=True, exist_ok=True)
 
-    def attach(self, pool, wake) -> None:
+    def attach(self, pool: WorkerPool, wake) -> None:
         self.pool, self.wake = pool, wake
 
     def recover(self) -> None:
@@ -180,7 +191,7 @@ class TrainingRunner:
 
     # ---- dispatching (asked by the prediction runner when no prediction waits) ------------
 
-    def next_slice(self) -> dict | None:
+    def next_slice(self) -> TrainingJob | None:
         busy = set(self.pool.busy_job_ids())
         with self.sessions() as session:
             training = session.scalars(
@@ -193,36 +204,35 @@ class TrainingRunner:
         settings = dict(training.input)
         settings.pop("name", None)
         caption, trigger = settings.pop("default_caption"), settings.pop("trigger_word")
-        return {
-            "id": training.id,
-            "step": training.step,
-            "data_dir": training.data_dir,
-            "work_dir": training.work_dir,
-            "default_caption": caption,
-            "trigger_word": trigger,
-            "config": {**settings, "checkpoint_every": self.slice_steps, "keep_checkpoints": self.keep_checkpoints},
-            "stop_after": min(training.step + self.slice_steps, training.input["steps"]),
-        }
+        return TrainingJob(
+            id=training.id,
+            step=training.step,
+            data_dir=training.data_dir,
+            work_dir=training.work_dir,
+            default_caption=caption,
+            trigger_word=trigger,
+            config={**settings, "checkpoint_every": self.slice_steps, "keep_checkpoints": self.keep_checkpoints},
+            stop_after=min(training.step + self.slice_steps, training.input["steps"]),
+        )
 
     # ---- worker events ---------------------------------------------------------------------
 
-    def on_worker_event(self, message: tuple) -> None:
-        kind, training_id = message[0], message[1]
-        if kind == "train_progress":
-            _, _, step, total, loss = message
-            self.hub.publish(training_id, {"type": "progress", "step": step, "total": total, "loss": loss})
-        elif kind == "train_paused":
-            self._record(training_id, message[2])
-        elif kind == "train_done":
-            self._finishing.add(training_id)
-            task = asyncio.get_running_loop().create_task(self._finish(training_id, message[2]))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif kind == "train_cancelled":  # by a drain (a user's cancel has already ended it)
-            self._transition(training_id, QUEUED, log_line="paused: the server is stopping")
-        elif kind == "train_failed":
-            self._transition(training_id, ERROR, error_code="TRAINING_ERROR", error_message=message[2],
-                             completed_at=utcnow(), log_line=message[2])  # fmt: skip
+    def on_worker_event(self, event: TrainingEvent) -> None:
+        match event:
+            case TrainProgress(training_id, step, total, loss):
+                self.hub.publish(training_id, {"type": "progress", "step": step, "total": total, "loss": loss})
+            case TrainPaused(training_id, summary):
+                self._record(training_id, summary)
+            case TrainDone(training_id, summary):
+                self._finishing.add(training_id)
+                task = asyncio.get_running_loop().create_task(self._finish(training_id, summary))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            case TrainCancelled(training_id):  # by a drain (a user's cancel has already ended it)
+                self._transition(training_id, QUEUED, log_line="paused: the server is stopping")
+            case TrainFailed(training_id, message):
+                self._transition(training_id, ERROR, error_code="TRAINING_ERROR", error_message=message,
+                                 completed_at=utcnow(), log_line=message)  # fmt: skip
         self.wake.set()
 
     def on_worker_lost(self, training_id: str) -> None:
@@ -243,13 +253,13 @@ class TrainingRunner:
         self._transition(training_id, QUEUED, crashes=training.crashes + 1,
                          log_line="the worker stopped; resuming from the last checkpoint")  # fmt: skip
 
-    def _record(self, training_id: str, result: dict) -> None:
+    def _record(self, training_id: str, result: TrainingSummary) -> None:
         with self.sessions.begin() as session:
             training = session.get(Training, training_id)
             if training is not None and training.status == PROCESSING:
-                training.step, training.losses = result["step"], result["losses"]
+                training.step, training.losses = result.step, result.losses
 
-    async def _finish(self, training_id: str, result: dict) -> None:
+    async def _finish(self, training_id: str, result: TrainingSummary) -> None:
         try:
             await self._register(training_id, result)
         except Exception as error:  # the training still ends, with the reason
@@ -259,12 +269,12 @@ class TrainingRunner:
         finally:
             self._finishing.discard(training_id)
 
-    async def _register(self, training_id: str, result: dict) -> None:
+    async def _register(self, training_id: str, result: TrainingSummary) -> None:
         self._record(training_id, result)
         training = self.get(training_id)
         if training is None or training.status != PROCESSING:
             return
-        lora = Path(result["lora_path"])
+        lora = Path(result.lora_path)
         staged = lora.with_suffix(".staged")
         try:
             await asyncio.to_thread(shutil.copyfile, lora, staged)
@@ -274,7 +284,7 @@ class TrainingRunner:
         self.loras.register(Caller(training.owner_key_id, ""), training.lora_name, sha256, size)
         self._transition(
             training_id, SUCCESS, completed_at=utcnow(),
-            log_line=f"done: {result['step']} steps; registered as LoRA {training.lora_name!r}",
+            log_line=f"done: {result.step} steps; registered as LoRA {training.lora_name!r}",
         )  # fmt: skip
 
     # ---- the one place a training's status changes ------------------------------------------

@@ -6,6 +6,9 @@ shown in an <img> without a key, the way presigned object-store URLs work.
 Inputs are content-addressed per key: the same bytes uploaded or sent again by
 the same key give back the file stored the first time (same id), so sending one
 image with every edit stores it once. Outputs are always new files.
+
+A worker reads stored bytes by id, not by path (`LocalStoreReader` here; a reader of an object store
+takes its place for workers on other machines), and checks them against the record it was given.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import secrets
 import threading
 from collections.abc import Iterable
 from contextlib import nullcontext, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
@@ -32,6 +36,38 @@ def new_file_id() -> str:
     return "file_" + secrets.token_urlsafe(16)
 
 
+def file_path(folder: Path, file_id: str) -> Path:
+    """Where a file's bytes lie in a local files folder (fanned out by the id's last two characters)."""
+    return folder / file_id[-2:] / file_id
+
+
+def lora_path(folder: Path, sha256: str) -> Path:
+    """Where a LoRA's bytes lie in a local LoRA folder: one file per content hash."""
+    return folder / f"{sha256}.safetensors"
+
+
+class StoredBytesMismatch(OSError):
+    """The bytes read for a file are not the ones its record describes (changed or damaged on disk)."""
+
+
+@dataclass(frozen=True)
+class LocalStoreReader:
+    """How a worker on this machine gets the bytes a job names: input files by id, LoRAs by digest.
+    Plain paths only, so it pickles into a worker process; it never touches the database."""
+
+    files: Path
+    loras: Path
+
+    def read_file(self, file_id: str, *, size: int | None = None, sha256: str | None = None) -> bytes:
+        data = file_path(self.files, file_id).read_bytes()  # a file that is gone raises FileNotFoundError
+        if (size is not None and len(data) != size) or (sha256 and hashlib.sha256(data).hexdigest() != sha256):
+            raise StoredBytesMismatch(f"the stored file {file_id} does not match its record (changed on disk)")
+        return data
+
+    def lora_path(self, digest: str) -> Path:
+        return lora_path(self.loras, digest)
+
+
 class FileStore:
     def __init__(self, folder: Path, sessions: sessionmaker[Session], quota=None):
         self.folder = folder
@@ -41,7 +77,7 @@ class FileStore:
         folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, file_id: str) -> Path:
-        return self.folder / file_id[-2:] / file_id
+        return file_path(self.folder, file_id)
 
     def put(
         self,

@@ -1,7 +1,8 @@
 """The worker child: loads the engine once, then runs jobs one at a time.
 
 A reader thread takes control messages (cancel, stop) while the main thread
-edits, so a cancel lands within one denoising step.
+edits, so a cancel lands within one denoising step. A job names its inputs by
+store id; the child reads them through its store reader.
 """
 
 from __future__ import annotations
@@ -19,13 +20,39 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from ..config import EngineConfig
+from ..store.files import LocalStoreReader
+from .messages import (
+    Cancel,
+    Cancelled,
+    Done,
+    EditJob,
+    Failed,
+    InputFile,
+    JobResult,
+    LoadFailed,
+    Progress,
+    Ready,
+    RunBatch,
+    RunJob,
+    Started,
+    Stop,
+    TrainCancelled,
+    TrainDone,
+    TrainFailed,
+    TrainingJob,
+    TrainingSummary,
+    TrainPaused,
+    TrainProgress,
+    TrainSlice,
+    WorkerInfo,
+)
 
 OUT_OF_MEMORY_EXIT = 3
 PARENT_GONE_EXIT = 4
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def child_main(conn: Connection, config: EngineConfig, visible_device: str | None) -> None:
+def child_main(conn: Connection, config: EngineConfig, visible_device: str | None, reader: LocalStoreReader) -> None:
     _die_with_parent()  # first: an orphan must never keep loading, or hold a GPU, after its server is gone
     if visible_device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible_device  # before torch initialises CUDA
@@ -34,16 +61,16 @@ def child_main(conn: Connection, config: EngineConfig, visible_device: str | Non
 
         engine = Engine.from_config(config)
     except Exception as error:  # any load failure is reported, then the child ends
-        conn.send(("load_failed", _describe(error)))
+        conn.send(LoadFailed(_describe(error)))
         return
     placement = engine.model.placement
     try:
         notes = engine.warm_up()  # compiles the `high` level's blocks on a GPU; nothing on a CPU
     except Exception as error:  # a failed warm-up only costs the first `high` request its compile time
         notes = [f"warm-up failed: {type(error).__name__}: {error}"]
-    info = {"device": str(placement.device), "memory_mode": placement.memory_mode, "attention": engine.attention}
-    conn.send(("ready", info | ({"notes": notes} if notes else {})))
-    Worker(conn, engine).serve()
+    info = WorkerInfo(str(placement.device), placement.memory_mode, engine.attention, tuple(notes or ()))
+    conn.send(Ready(info))
+    Worker(conn, engine, reader).serve()
 
 
 def _die_with_parent() -> None:
@@ -81,78 +108,79 @@ def _describe(error: Exception) -> str:
 
 
 class Worker:
-    def __init__(self, conn: Connection, engine):
+    def __init__(self, conn: Connection, engine, reader: LocalStoreReader):
         self.conn = conn
         self.engine = engine
-        self.jobs: queue.Queue = queue.Queue()
+        self.reader = reader
+        self.jobs: queue.Queue = queue.Queue()  # lists of EditJob (one, or a batch), TrainingJob, None: stop
         self.cancelled: set[str] = set()
         self.lock = threading.Lock()
         self.trainers: dict[str, object] = {}  # trainings in progress, kept between their slices
 
     def serve(self) -> None:
         threading.Thread(target=self._read_control, daemon=True).start()
-        while (job := self.jobs.get()) is not None:
-            if isinstance(job, dict):
-                self._train(job)
+        while (work := self.jobs.get()) is not None:
+            if isinstance(work, TrainingJob):
+                self._train(work)
             else:
-                self._run(job)
+                self._run(work)
 
     def _read_control(self) -> None:
         try:
             while True:
-                message = self.conn.recv()
-                if message[0] == "run":
-                    self.jobs.put([message[1]])
-                elif message[0] == "run_batch":
-                    self.jobs.put(message[1])
-                elif message[0] == "train":
-                    self.jobs.put(message[1])  # a dict, not a list: a training slice
-                elif message[0] == "cancel":
-                    with self.lock:
-                        self.cancelled.add(message[1])
-                elif message[0] == "stop":
-                    break
+                match self.conn.recv():
+                    case RunJob(job):
+                        self.jobs.put([job])
+                    case RunBatch(jobs):
+                        self.jobs.put(list(jobs))
+                    case TrainSlice(job):
+                        self.jobs.put(job)
+                    case Cancel(job_id):
+                        with self.lock:
+                            self.cancelled.add(job_id)
+                    case Stop():
+                        break
         except (EOFError, OSError):
             pass  # the parent is gone: stop after the current job
         self.jobs.put(None)
 
-    def _run(self, jobs: list) -> None:
+    def _run(self, jobs: list[EditJob]) -> None:
         """Run jobs (one, or a batch of the same size and settings) and report each one's end."""
         from ..schema import EditCancelled, FluxeditError, InputError
 
         for job in jobs:
-            self.conn.send(("started", job["id"]))
+            self.conn.send(Started(job.id))
         requests, runnable = self._requests(jobs)
         ended: set[str] = set()
 
         def should_drop(index: int) -> bool:
             """A cancelled member of a batch leaves it at the next step and ends now; the others go on."""
-            job_id = runnable[index]["id"]
+            job_id = runnable[index].id
             if job_id not in self.cancelled:
                 return False
             ended.add(job_id)
-            self.conn.send(("cancelled", job_id))
+            self.conn.send(Cancelled(job_id))
             return True
 
         def on_progress(index: int, update) -> None:
-            job_id = runnable[index]["id"]
+            job_id = runnable[index].id
             if job_id not in ended:
-                self.conn.send(("progress", job_id, update.step, update.total, _jpeg(update.preview)))
+                self.conn.send(Progress(job_id, update.step, update.total, _jpeg(update.preview)))
 
         try:
             if runnable:
                 results = self.engine.edit_many(requests, progress=on_progress, previews=True, should_drop=should_drop)
                 for job, result in zip(runnable, results, strict=True):
-                    if job["id"] in ended:
+                    if job.id in ended:
                         continue
-                    if job["id"] in self.cancelled:  # cancelled after its last step: the user asked, so it is
-                        self.conn.send(("cancelled", job["id"]))
+                    if job.id in self.cancelled:  # cancelled after its last step: the user asked, so it is
+                        self.conn.send(Cancelled(job.id))
                     else:
-                        self.conn.send(("done", job["id"], _result(result)))
+                        self.conn.send(Done(job.id, _result(result)))
         except EditCancelled:
             for job in runnable:
-                if job["id"] not in ended:
-                    self.conn.send(("cancelled", job["id"]))
+                if job.id not in ended:
+                    self.conn.send(Cancelled(job.id))
         except InputError as error:  # e.g. a LoRA that does not fit the model
             self._fail_all(runnable, ended, "INPUT_VALIDATION_ERROR", str(error))
         except FluxeditError as error:
@@ -165,47 +193,47 @@ class Worker:
             self._fail_all(runnable, ended, "EXECUTION_ERROR", f"{type(error).__name__}: {error}")
         finally:
             with self.lock:
-                self.cancelled.difference_update(job["id"] for job in jobs)
+                self.cancelled.difference_update(job.id for job in jobs)
 
-    def _train(self, job: dict) -> None:
+    def _train(self, job: TrainingJob) -> None:
         """Run one slice of a training; the trainer stays in memory (and on disk, as checkpoints) between slices."""
         from ..schema import EditCancelled
         from ..training.dataset import load_pairs
         from ..training.trainer import TrainConfig, Trainer
 
-        training_id = job["id"]
+        training_id = job.id
         for other in [t for t in self.trainers if t != training_id]:
             self._end_training(other)  # one training's adapter on the model at a time; the rest is on disk
-        if training_id in self.trainers and self.trainers[training_id].step != job["step"]:
+        if training_id in self.trainers and self.trainers[training_id].step != job.step:
             self._end_training(training_id)  # another worker trained it meanwhile: resume from its checkpoint
         try:
             trainer = self.trainers.get(training_id)
             if trainer is None:
-                pairs = load_pairs(Path(job["data_dir"]), job["default_caption"], job["trigger_word"])
-                config = TrainConfig(**job["config"])
-                trainer = Trainer(self.engine.pipe, self.engine.device, pairs, config, Path(job["work_dir"]))
+                pairs = load_pairs(Path(job.data_dir), job.default_caption, job.trigger_word)
+                config = TrainConfig(**job.config)
+                trainer = Trainer(self.engine.pipe, self.engine.device, pairs, config, Path(job.work_dir))
                 trainer.prepare()
                 self.trainers[training_id] = trainer
             trainer.activate()
             result = trainer.run(
-                progress=lambda p: self.conn.send(("train_progress", training_id, p.step, p.total, p.loss)),
+                progress=lambda p: self.conn.send(TrainProgress(training_id, p.step, p.total, p.loss)),
                 should_stop=lambda: training_id in self.cancelled,
-                stop_after=job["stop_after"],
-                output=Path(job["work_dir"]) / "lora.safetensors",
+                stop_after=job.stop_after,
+                output=Path(job.work_dir) / "lora.safetensors",
             )
-            summary = {"step": result.steps, "losses": result.losses, "lora_path": str(result.lora_path)}
+            summary = TrainingSummary(result.steps, list(result.losses), str(result.lora_path))
             if result.steps >= trainer.config.steps:
                 self._end_training(training_id)
-                self.conn.send(("train_done", training_id, summary))
+                self.conn.send(TrainDone(training_id, summary))
             else:
-                self.conn.send(("train_paused", training_id, summary))
+                self.conn.send(TrainPaused(training_id, summary))
         except EditCancelled:
             self._end_training(training_id)
-            self.conn.send(("train_cancelled", training_id))
+            self.conn.send(TrainCancelled(training_id))
         except Exception as error:
             traceback.print_exc()
             self._end_training(training_id)
-            self.conn.send(("train_failed", training_id, f"{type(error).__name__}: {error}"))
+            self.conn.send(TrainFailed(training_id, f"{type(error).__name__}: {error}"))
         finally:
             self.engine.loras.forget_active()  # the next prediction sets its own adapters again
             with self.lock:
@@ -216,8 +244,8 @@ class Worker:
         if trainer is not None:
             trainer.remove()
 
-    def _requests(self, jobs: list) -> tuple[list, list]:
-        """Decode each job's images; a job whose images are unusable fails alone."""
+    def _requests(self, jobs: list[EditJob]) -> tuple[list, list[EditJob]]:
+        """Read and decode each job's images; a job whose images are unusable fails alone."""
         from ..engine import EditRequest
         from ..engine.loras import LoraSpec
         from ..imaging.decode import decode_image
@@ -227,23 +255,32 @@ class Worker:
         for job in jobs:
             try:
                 images = [
-                    decode_image(Path(path).read_bytes(), field=field)
-                    for path, field in zip(job["image_paths"], job["image_fields"], strict=True)
+                    decode_image(
+                        self.reader.read_file(image.id, size=image.size, sha256=image.sha256), field=image.field
+                    )
+                    for image in job.images
                 ]
             except (InputError, OSError) as error:
-                self.conn.send(("failed", job["id"], "INPUT_VALIDATION_ERROR", str(error)))
+                self.conn.send(Failed(job.id, "INPUT_VALIDATION_ERROR", str(error)))
                 continue
-            loras = [LoraSpec(**lora) for lora in job.get("loras", [])]
+            loras = [
+                LoraSpec(path=lora.server_path or str(self.reader.lora_path(lora.digest)), digest=lora.digest,
+                         scale=lora.scale, field=lora.field)
+                for lora in job.loras
+            ]  # fmt: skip
             requests.append(
-                EditRequest(EditSettings(**job["settings"]), images, safety_check=job["safety_check"], loras=loras)
+                EditRequest(EditSettings(**job.settings), images, safety_check=job.safety_check, loras=loras)
             )
             runnable.append(job)
         return requests, runnable
 
-    def _fail_all(self, jobs: list, ended: set[str], code: str, message: str) -> None:
+    def _read(self, image: InputFile) -> bytes:
+        return self.reader.read_file(image.id, size=image.size, sha256=image.sha256)
+
+    def _fail_all(self, jobs: list[EditJob], ended: set[str], code: str, message: str) -> None:
         for job in jobs:
-            if job["id"] not in ended:
-                self.conn.send(("failed", job["id"], code, message))
+            if job.id not in ended:
+                self.conn.send(Failed(job.id, code, message))
 
 
 def _jpeg(preview) -> bytes | None:
@@ -254,16 +291,16 @@ def _jpeg(preview) -> bytes | None:
     return buffer.getvalue()
 
 
-def _result(result) -> dict:
-    return {
-        "images": result.images,
-        "format": result.format.value,
-        "width": result.width,
-        "height": result.height,
-        "seed": result.seed,
-        "has_nsfw_concepts": result.has_nsfw_concepts,
-        "timings": result.timings,
-        "logs": result.logs,
-        "transformer_passes": result.transformer_passes,
-        "acceleration": result.acceleration,
-    }
+def _result(result) -> JobResult:
+    return JobResult(
+        images=tuple(result.images),
+        format=result.format.value,
+        width=result.width,
+        height=result.height,
+        seed=result.seed,
+        has_nsfw_concepts=result.has_nsfw_concepts,
+        timings=dict(result.timings),
+        logs=tuple(result.logs),
+        transformer_passes=result.transformer_passes,
+        acceleration=result.acceleration,
+    )

@@ -1,0 +1,73 @@
+"""The runner needs nothing of a pool but the WorkerPool protocol: it runs predictions on a pool that works
+in this process, and that pool gets every input by file-store id, never by a path."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+from fluxedit.config import Settings
+from fluxedit.schema import EditInput, Status
+from fluxedit.service.keys import Caller
+from fluxedit.service.services import Services
+from fluxedit.store.files import LocalStoreReader
+from tests.helpers import encoded, pattern
+from tests.service.fake_pool import InProcessPool
+
+PHOTO = encoded(pattern(96, 64), "PNG")
+PHOTO_URI = "data:image/png;base64," + base64.b64encode(PHOTO).decode()
+NOBODY = Caller(None, "")
+
+
+def run(tmp_path, scenario) -> None:
+    async def main() -> None:
+        services = Services.build(Settings(data_dir=tmp_path / "data"))
+        pool = InProcessPool(LocalStoreReader(services.files.folder, services.loras.folder))
+        services.pool = pool
+        services.runner.attach_pool(pool)
+        await services.start()
+        try:
+            await scenario(services, pool)
+        finally:
+            await services.stop()
+
+    asyncio.run(main())
+
+
+async def create(services: Services, **fields):
+    edit_input = EditInput(prompt="make it blue", image_url=PHOTO_URI, **fields)
+    return await services.runner.create(NOBODY, edit_input, base_url="http://test", own_hosts=set())
+
+
+def test_a_prediction_runs_to_success_on_a_pool_that_only_implements_the_protocol(tmp_path):
+    async def scenario(services: Services, pool: InProcessPool) -> None:
+        prediction = await create(services)
+        ended = await services.runner.wait(prediction.id, 10)
+        assert ended.status == Status.success, ended.logs
+        assert pool.read == [prediction.input_files[0]]  # the job named its input by id
+        job = pool.submitted[0]
+        stored = services.files.get(job.images[0].id)
+        assert (job.images[0].size, job.images[0].sha256) == (stored.size, stored.sha256)
+        assert services.files.read(ended.output[0]) == PHOTO  # the pool's output was stored as the result
+        assert "ran here" in ended.logs
+        assert [w.state for w in services.pool.workers()] == ["ready"]
+
+    run(tmp_path, scenario)
+
+
+def test_a_running_prediction_is_cancelled_through_the_protocol(tmp_path):
+    async def scenario(services: Services, pool: InProcessPool) -> None:
+        prediction = await create(services)
+        pool.hold.add(prediction.id)
+        for _ in range(200):
+            if services.runner.get(prediction.id).status == Status.processing:
+                break
+            await asyncio.sleep(0.01)
+        await services.runner.cancel(prediction.id)
+        ended = await services.runner.wait(prediction.id, 10)
+        assert ended.status == Status.cancelled
+        assert "cancelled while running" in ended.logs
+        follow_up = await services.runner.wait((await create(services)).id, 10)  # the worker is free again
+        assert follow_up.status == Status.success
+
+    run(tmp_path, scenario)
