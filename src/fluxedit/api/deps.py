@@ -1,30 +1,46 @@
-"""Shared request plumbing: the service container, the caller's key, waits and base URLs."""
+"""Shared request plumbing: the service container, the caller's key, waits and base URLs.
+
+Handlers name what they need with the Annotated aliases at the bottom (ServicesDep, CallerDep, ...);
+FastAPI resolves each once per request, in the order a handler's signature lists them.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
 from httpx import URL
 
 from ..schema import InputError
 from ..service.access import is_loopback_host, why_a_key_is_needed
+from ..service.caller_predictions import CallerPredictions
 from ..service.keys import Caller
 from ..service.services import Services
-from ..store.models import Prediction
-from .errors import ApiError, not_found
+from .errors import ApiError
 
 MAX_WAIT_S = 60.0
 OPEN_CALLER = Caller(None, "open")
+# Declared for the API reference (so a generated client sends the key); the key itself is read below.
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", description="Authorization: Bearer <API key>")
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKey", description="The API key")
 
 
 def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def caller(request: Request) -> Caller:
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+def caller(
+    request: Request,
+    found: ServicesDep,
+    _bearer: Annotated[object, Security(BEARER)],
+    _api_key: Annotated[object, Security(API_KEY_HEADER)],
+) -> Caller:
     """The key's owner; 401 for a missing, unknown or revoked key once keys have existed (or beyond loopback)."""
-    found = services(request)
     host = found.settings.host
     arrived_on = (request.scope.get("server") or (None,))[0]  # the socket's own address, whatever the settings say
     if arrived_on and not is_loopback_host(arrived_on):
@@ -84,15 +100,29 @@ def _seconds(value: str | float, field: str, where: str = "") -> float:
     return seconds
 
 
-def base_url(request: Request) -> str:
-    configured = services(request).settings.public_url
+def query_or_header_wait(
+    request: Request,
+    wait: Annotated[
+        str | None, Query(description="Seconds to wait for the end: a number from 0 to 60 (or `Prefer: wait=N`).")
+    ] = None,
+) -> float:
+    return requested_wait(request, wait)
+
+
+def header_wait(request: Request) -> float:
+    """Only `Prefer: wait=N`: a create endpoint's query string is not ours to read."""
+    return requested_wait(request, None)
+
+
+def base_url(request: Request, found: ServicesDep) -> str:
+    configured = found.settings.public_url
     return (configured or str(request.base_url)).rstrip("/")
 
 
-def own_hosts(request: Request) -> set[str]:
+def own_hosts(request: Request, found: ServicesDep) -> set[str]:
     """host:port pairs under which clients reach this server (for recognising our own file URLs)."""
     hosts = set()
-    for url in (str(request.base_url), services(request).settings.public_url):
+    for url in (str(request.base_url), found.settings.public_url):
         if url:
             parsed = URL(url)
             hosts.add(f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}")
@@ -102,9 +132,15 @@ def own_hosts(request: Request) -> set[str]:
     return hosts
 
 
-def owned_prediction(request: Request, who: Caller, prediction_id: str) -> Prediction:
-    """The prediction if this caller's key made it; 404 otherwise (another key's ids do not exist for it)."""
-    prediction = services(request).runner.get(prediction_id)
-    if prediction is None or prediction.owner_key_id != who.key_id:
-        raise not_found(f"prediction {prediction_id}")
-    return prediction
+CallerDep = Annotated[Caller, Depends(caller)]
+BaseUrlDep = Annotated[str, Depends(base_url)]
+OwnHostsDep = Annotated[set[str], Depends(own_hosts)]
+WaitDep = Annotated[float, Depends(query_or_header_wait)]  # ?wait=N or Prefer: wait=N, in seconds
+PreferWaitDep = Annotated[float, Depends(header_wait)]  # Prefer: wait=N only
+
+
+def caller_predictions(found: ServicesDep, who: CallerDep) -> CallerPredictions:
+    return CallerPredictions(found, who)
+
+
+CallerPredictionsDep = Annotated[CallerPredictions, Depends(caller_predictions)]

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from pydantic.json_schema import models_json_schema
+
+from .bodies import DOCUMENTED_MODELS
 
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 
@@ -19,12 +22,46 @@ DOCS_CONTENT_POLICY = (
 )
 
 
+def binary_response(description: str, *media_types: str) -> dict[int, dict]:
+    """The OpenAPI `responses` of an endpoint that answers a file's bytes."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {200: {"description": description, "content": {media: binary for media in media_types}}}
+
+
+def event_stream_response(description: str) -> dict[int, dict]:
+    return {200: {"description": description, "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+
+
 def documented_app(**kwargs) -> FastAPI:
     """A FastAPI app (same arguments) whose /docs and /redoc need nothing from other hosts."""
     # No validator badge: it would send the schema's address to an outside validator.
     app = FastAPIOffline(swagger_ui_parameters={"validatorUrl": None}, **kwargs)
     app.add_middleware(DocsContentPolicy)
+    _complete_openapi(app)
     return app
+
+
+def _complete_openapi(app: FastAPI) -> None:
+    """/openapi.json with the bodies that handlers read themselves (bodies.request_body): their models join
+    the components FastAPI wrote for the parameters and responses."""
+    generate = app.openapi
+    completed = False
+
+    def openapi() -> dict:
+        nonlocal completed
+        schema = generate()
+        if not completed:
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            models = [(model, "validation") for model in DOCUMENTED_MODELS.values()]
+            _, defined = models_json_schema(models, ref_template="#/components/schemas/{model}")
+            for name, definition in defined.get("$defs", {}).items():
+                components.setdefault(name, definition)
+            if "EditInput" in components:  # an engine option, not part of the API (as GET /v1/models shows it)
+                components["EditInput"]["properties"].pop("write_metadata", None)
+            completed = True
+        return schema
+
+    app.openapi = openapi
 
 
 class DocsContentPolicy:

@@ -7,7 +7,9 @@ import base64
 import json
 from collections.abc import AsyncIterator, Callable
 
-from ..service.runner import TERMINAL
+from pydantic import BaseModel
+
+from ..schema import ENDED_STATUSES
 from ..service.services import Services
 
 HEARTBEAT_S = 15.0
@@ -18,14 +20,14 @@ def sse(event: str, data: dict) -> bytes:
 
 
 async def prediction_events(
-    services: Services, prediction_id: str, base_url: str, previews: bool, view: Callable
+    services: Services, prediction_id: str, base_url: str, previews: bool, view: Callable[..., BaseModel]
 ) -> AsyncIterator[bytes]:
     queue = services.hub.subscribe(prediction_id)  # before reading the state: no event falls in between
     try:
         prediction = services.runner.get(prediction_id)
         yield sse("status", {"id": prediction_id, "status": prediction.status})
-        if prediction.status in TERMINAL:
-            yield sse("output", view(services, prediction, base_url))
+        if prediction.status in ENDED_STATUSES:
+            yield sse("output", view(services, prediction, base_url).model_dump(mode="json"))
             yield sse("done", {"status": prediction.status})
             return
         joined_late = services.hub.latest_progress.get(prediction_id)
@@ -44,7 +46,8 @@ async def prediction_events(
                 for chunk in _progress(event, previews):
                     yield chunk
             elif event["type"] == "done":
-                yield sse("output", view(services, services.runner.get(prediction_id), base_url))
+                ended = services.runner.get(prediction_id)
+                yield sse("output", view(services, ended, base_url).model_dump(mode="json"))
                 yield sse("done", {"status": event["status"]})
                 return
     finally:

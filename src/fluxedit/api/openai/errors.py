@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ..errors import ErrorShape
+from ..errors import ErrorShape, error_responses
+from .protocol import OpenAIError
 
 DEFAULT_CODES = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
 
@@ -27,3 +28,4 @@ def openai_error(status: int, message: str, field: str | None, code: str | None)
 
 
 ERROR_SHAPE = ErrorShape(re.compile(r"^/v1/images/"), openai_error)
+OPENAI_ERRORS = error_responses(OpenAIError, openai_error)

@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 
 from ...schema import MAX_REFERENCE_IMAGES, MODEL_SLUG, InputError, validated_input
-from ...service.keys import Caller
-from ..deps import base_url, caller, own_hosts, services
+from ..bodies import request_body
+from ..deps import BaseUrlDep, CallerDep, OwnHostsDep, ServicesDep
 from ..errors import ApiError
 from ..uploads import MAX_FORM_FIELD_BYTES, MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, store_upload
+from .errors import OPENAI_ERRORS
 from .inputs import their_error, to_edit_input
+from .protocol import ImageEditForm, ImagesResponse
 from .views import images_response
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=OPENAI_ERRORS)
 MAX_IMAGES = 1 + MAX_REFERENCE_IMAGES
 IMAGE_FIELDS = ("image", "image[]")  # one image, or the client's array of them
 RESPONSE_FORMATS = ("b64_json", "url")
 
 
-@router.post("/v1/images/edits")
-async def edit_images(request: Request, who: Caller = Depends(caller)) -> dict:
+@router.post(
+    "/v1/images/edits",
+    openapi_extra=request_body(("multipart/form-data", ImageEditForm)),
+    response_model_exclude_none=True,  # an image is b64_json or url, never both
+)
+async def edit_images(
+    request: Request, found: ServicesDep, who: CallerDep, base: BaseUrlDep, hosts: OwnHostsDep
+) -> ImagesResponse:
     """Multipart: image (one, or several: the first is edited, the others are references), prompt, n, size,
     response_format (b64_json by default, or url), output_format, output_compression."""
-    found = services(request)
     found.runner.admit(who)  # rate, queue and spending limits before any upload is read, decoded or stored
     form = await _form(request)
     images = [part for name in IMAGE_FIELDS for part in form.getlist(name)]
@@ -44,19 +51,19 @@ async def edit_images(request: Request, who: Caller = Depends(caller)) -> dict:
         if len(stored) > 1:
             edit_fields["image_urls"] = [record.id for record in stored[1:]]
         prediction = await found.runner.create(
-            who, validated_input(edit_fields), base_url=base_url(request), own_hosts=own_hosts(request), admitted=True
+            who, validated_input(edit_fields), base_url=base, own_hosts=hosts, admitted=True
         )
     except InputError as error:
         raise their_error(error) from None
     ended = await found.runner.wait(prediction.id, found.settings.execution_timeout + 60)
-    return await images_response(found, ended, base_url(request), response_format)
+    return await images_response(found, ended, base, response_format)
 
 
 async def _form(request: Request) -> FormData:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_IMAGES * (MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD):
         raise ApiError(413, f"request body: is larger than {MAX_IMAGES} images of 50 MB")
-    try:
+    try:  # read here, not by FastAPI: counted while it streams (body_limit.py), each image spooled to disk
         # Room for more images than we take, so too many get a message that says so.
         return await request.form(max_files=17, max_fields=64, max_part_size=MAX_FORM_FIELD_BYTES)
     except MultiPartException as error:

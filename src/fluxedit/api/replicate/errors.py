@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from http import HTTPStatus
 
-from ..errors import ErrorShape
+from ..errors import ErrorShape, error_responses
+from .protocol import ProblemDetails
 
 TITLES = {401: "Unauthenticated", 404: "Not found", 422: "Input validation failed"}
 
@@ -19,3 +20,4 @@ def problem(status: int, message: str, field: str | None, _code: str | None) -> 
 
 # Its paths: /v1/predictions..., /v1/models/{owner}/{name}/..., /v1/webhooks/...
 ERROR_SHAPE = ErrorShape(re.compile(r"^/v1/(predictions(/|$)|models/[^/]+/[^/]+|webhooks/)"), problem)
+REPLICATE_ERRORS = error_responses(ProblemDetails, problem)

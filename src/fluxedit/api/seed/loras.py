@@ -4,37 +4,38 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from ...schema import InputError
-from ...service.keys import Caller
 from ...service.loras import NAME
+from ...service.webhook_outbox import iso
 from ...store.models import LoraName
-from ..deps import caller, services
-from ..errors import ApiError, not_found
+from ..bodies import request_body
+from ..deps import CallerDep, ServicesDep
+from ..errors import SEED_ERRORS, ApiError, not_found
 from ..uploads import MAX_FORM_FIELD_BYTES
-from .views import iso
+from .protocol import Lora, LoraList, LoraUpload, LoraUsage, LoraUse
 
-router = APIRouter(prefix="/v1/loras", tags=["loras"])
-
-
-def lora_view(record: LoraName) -> dict:
-    return {
-        "id": record.id,
-        "name": record.name,
-        "size": record.size,
-        "sha256": record.sha256,
-        "created_at": iso(record.created_at),
-        "usage": {"loras": [{"path": record.name, "scale": 1.0}]},
-    }
+router = APIRouter(prefix="/v1/loras", tags=["loras"], responses=SEED_ERRORS)
 
 
-@router.post("", status_code=201)
-async def upload_lora(request: Request, who: Caller = Depends(caller)) -> dict:
+def lora_view(record: LoraName) -> Lora:
+    return Lora(
+        id=record.id,
+        name=record.name,
+        size=record.size,
+        sha256=record.sha256,
+        created_at=iso(record.created_at),
+        usage=LoraUsage(loras=[LoraUse(path=record.name, scale=1.0)]),
+    )
+
+
+@router.post("", status_code=201, openapi_extra=request_body(("multipart/form-data", LoraUpload)))
+async def upload_lora(request: Request, found: ServicesDep, who: CallerDep) -> Lora:
     """Multipart: `file` (a .safetensors LoRA, up to 2 GB by default) and `name` (how requests refer to it)."""
-    store = services(request).loras
+    store = found.loras
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > store.max_bytes + 64 * 1024:
         raise ApiError(413, f"file: is larger than {store.max_bytes // 2**20} MB")
@@ -49,7 +50,7 @@ async def upload_lora(request: Request, who: Caller = Depends(caller)) -> dict:
         raise ApiError(422, "name: is required (how predictions will refer to this LoRA)")
     if not NAME.match(name):  # before the file is written: a refused name leaves nothing behind
         raise InputError("name", "must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
-    if services(request).loras.find(who, name) is not None:
+    if store.find(who, name) is not None:
         raise ApiError(409, f"name: a LoRA named {name!r} exists already; delete it first")
     temporary, sink = store.temporary()
     try:
@@ -71,21 +72,21 @@ async def upload_lora(request: Request, who: Caller = Depends(caller)) -> dict:
 
 
 @router.get("")
-async def list_loras(request: Request, who: Caller = Depends(caller)) -> dict:
-    return {"data": [lora_view(record) for record in services(request).loras.names(who)]}
+async def list_loras(found: ServicesDep, who: CallerDep) -> LoraList:
+    return LoraList(data=[lora_view(record) for record in found.loras.names(who)])
 
 
 @router.get("/{name}")
-async def get_lora(request: Request, name: str, who: Caller = Depends(caller)) -> dict:
-    record = services(request).loras.find(who, name)
+async def get_lora(found: ServicesDep, who: CallerDep, name: str) -> Lora:
+    record = found.loras.find(who, name)
     if record is None:
         raise not_found(f"LoRA {name}")
     return lora_view(record)
 
 
 @router.delete("/{name}", status_code=204)
-async def delete_lora(request: Request, name: str, who: Caller = Depends(caller)) -> None:
-    store = services(request).loras
+async def delete_lora(found: ServicesDep, who: CallerDep, name: str) -> None:
+    store = found.loras
     record = store.find(who, name)
     if record is None:
         raise not_found(f"LoRA {name}")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from ...schema import MODEL_SLUG, EditInput
 from ...service.pricing import price_rule
 from ...service.runner import VERSION
-from ..deps import services
-from ..errors import not_found
+from ..deps import ServicesDep
+from ..errors import SEED_ERRORS, not_found
+from .protocol import ModelCard, ModelList
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=SEED_ERRORS)
 
 
 def request_schema() -> dict:
@@ -19,26 +20,26 @@ def request_schema() -> dict:
     return schema
 
 
-def model_card(price_per_image: float) -> dict:
-    return {
-        "title": "FLUX.1 Kontext [dev]",
-        "slug": MODEL_SLUG,
-        "version": VERSION,
-        "description": "Edit an image with a text instruction: style transfer, object and background changes, "
+def model_card(price_per_image: float) -> ModelCard:
+    return ModelCard(
+        title="FLUX.1 Kontext [dev]",
+        slug=MODEL_SLUG,
+        version=VERSION,
+        description="Edit an image with a text instruction: style transfer, object and background changes, "
         "text editing, character consistency. Open weights by Black Forest Labs, running on this server.",
-        "output_type": "image",
-        "request_schema": request_schema(),
-        "cost": price_rule(price_per_image),
-    }
+        output_type="image",
+        request_schema=request_schema(),
+        cost=price_rule(price_per_image),
+    )
 
 
 @router.get("")
-async def list_models(request: Request) -> dict:
-    return {"data": [model_card(services(request).settings.price_per_image)]}
+async def list_models(found: ServicesDep) -> ModelList:
+    return ModelList(data=[model_card(found.settings.price_per_image)])
 
 
 @router.get("/{slug}")
-async def get_model(request: Request, slug: str) -> dict:
+async def get_model(found: ServicesDep, slug: str) -> ModelCard:
     if slug != MODEL_SLUG:
         raise not_found(f"model {slug}")
-    return model_card(services(request).settings.price_per_image)
+    return model_card(found.settings.price_per_image)

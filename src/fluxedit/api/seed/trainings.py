@@ -5,61 +5,72 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
-from ...schema import InputError
+from ...schema import ENDED_STATUSES, InputError, Status
 from ...service.fetch import fetch_to_file
 from ...service.keys import Caller
-from ...service.trainings import TERMINAL, validated_training_input
+from ...service.services import Services
+from ...service.webhook_outbox import iso
 from ...store.models import Training
-from ..bodies import json_body, required_object
-from ..deps import base_url, caller, requested_wait, services
-from ..errors import ApiError, not_found
+from ...training_options import validated_training_input
+from ..bodies import NoBody, json_body, request_body, required_object
+from ..deps import BaseUrlDep, CallerDep, ServicesDep, WaitDep
+from ..docs import binary_response
+from ..errors import SEED_ERRORS, ApiError, not_found
 from ..uploads import MAX_FORM_FIELD_BYTES
-from .views import iso
+from . import protocol
+from .protocol import TrainingList, TrainingRequest, TrainingUpload
 
-router = APIRouter(prefix="/v1/trainings", tags=["trainings"])
+router = APIRouter(prefix="/v1/trainings", tags=["trainings"], responses=SEED_ERRORS)
 MAX_DATA_BYTES = 2 * 1024**3
 FORMATS = {"diffusers": "lora.safetensors", "comfyui": "lora-comfyui.safetensors"}
+LORA_FILE = binary_response("The LoRA, a .safetensors file", "application/octet-stream")
+TRAINING_BODY = request_body(("multipart/form-data", TrainingUpload), ("application/json", TrainingRequest))
 
 
-def training_view(training: Training, base: str) -> dict:
+def training_view(training: Training, base: str) -> protocol.Training:
     root = f"{base}/v1/trainings/{training.id}"
     lora = None
-    if training.status == "success":
-        lora = {
-            "name": training.lora_name,
-            "usage": {"loras": [{"path": training.lora_name, "scale": 1.0}]},
-            "urls": {name: f"{root}/lora?format={name}" for name in FORMATS},
-        }
+    if training.status == Status.success:
+        lora = protocol.TrainedLora(
+            name=training.lora_name,
+            usage=protocol.LoraUsage(loras=[protocol.LoraUse(path=training.lora_name, scale=1.0)]),
+            urls={name: f"{root}/lora?format={name}" for name in FORMATS},
+        )
     total = training.input["steps"]
     last_loss = training.losses[-1] if training.losses else None
-    return {
-        "id": training.id,
-        "status": training.status,
-        "input": training.input,
-        "progress": {"step": training.step, "total": total, "percent": round(100 * training.step / total, 1)},
-        "loss": last_loss,
-        "losses": training.losses,
-        "lora": lora,
-        "error": {"code": training.error_code, "message": training.error_message} if training.error_code else None,
-        "logs": training.logs,
-        "urls": {"get": root, "cancel": f"{root}/cancel"},
-        "created_at": iso(training.created_at),
-        "started_at": iso(training.started_at),
-        "completed_at": iso(training.completed_at),
-    }
+    failure = None
+    if training.error_code:
+        failure = protocol.TrainingFailure(code=training.error_code, message=training.error_message)
+    return protocol.Training(
+        id=training.id,
+        status=training.status,
+        input=training.input,
+        progress=protocol.TrainingProgress(
+            step=training.step, total=total, percent=round(100 * training.step / total, 1)
+        ),
+        loss=last_loss,
+        losses=training.losses,
+        lora=lora,
+        error=failure,
+        logs=training.logs,
+        urls=protocol.TrainingUrls(get=root, cancel=f"{root}/cancel"),
+        created_at=iso(training.created_at),
+        started_at=iso(training.started_at),
+        completed_at=iso(training.completed_at),
+    )
 
 
-@router.post("", status_code=201)
-async def create_training(request: Request, who: Caller = Depends(caller)) -> dict:
+@router.post("", status_code=201, openapi_extra=TRAINING_BODY)
+async def create_training(request: Request, found: ServicesDep, who: CallerDep, base: BaseUrlDep) -> protocol.Training:
     """Multipart: `data` (a .zip of NAME_start/NAME_end images and NAME.txt captions) and the inputs as
     fields; or JSON `{"input": {"data": "https://.../pairs.zip", "steps": ..., ...}}`."""
-    found = services(request)
     folder = found.settings.data_dir / "trainings"
     folder.mkdir(parents=True, exist_ok=True)
     zip_path = folder / f"upload-{id(request)}.zip"
@@ -71,11 +82,11 @@ async def create_training(request: Request, who: Caller = Depends(caller)) -> di
         training = await found.trainings.create(who, validated_training_input(fields), zip_path)
     finally:
         zip_path.unlink(missing_ok=True)
-    return training_view(training, base_url(request))
+    return training_view(training, base)
 
 
 async def _multipart(request: Request, zip_path: Path) -> dict:
-    try:
+    try:  # read here, not by FastAPI: counted while it streams (body_limit.py), the zip written as it comes
         form = await request.form(max_files=1, max_fields=32, max_part_size=MAX_FORM_FIELD_BYTES)
     except MultiPartException as error:
         raise ApiError(400, f"request body: not a valid multipart upload ({error.message})") from None
@@ -95,7 +106,7 @@ def _form_value(value: str):
         return value
 
 
-async def _json_with_url(request: Request, zip_path: Path, found) -> dict:
+async def _json_with_url(request: Request, zip_path: Path, found: Services) -> dict:
     body = await json_body(request)
     fields = dict(required_object(body, "input", "an object with at least data (the URL of a .zip of pairs)"))
     url = fields.pop("data", None)
@@ -107,8 +118,8 @@ async def _json_with_url(request: Request, zip_path: Path, found) -> dict:
     return fields
 
 
-def _owned(request: Request, who: Caller, training_id: str) -> Training:
-    training = services(request).trainings.get(training_id)
+def _owned(found: Services, who: Caller, training_id: str) -> Training:
+    training = found.trainings.get(training_id)
     if training is None or training.owner_key_id != who.key_id:
         raise not_found(f"training {training_id}")
     return training
@@ -116,40 +127,36 @@ def _owned(request: Request, who: Caller, training_id: str) -> Training:
 
 @router.get("/{training_id}")
 async def get_training(
-    request: Request,
-    training_id: str,
-    wait: str | None = Query(None, description="Seconds to wait for the end: a number from 0 to 60."),
-    who: Caller = Depends(caller),
-) -> dict:
-    seconds = requested_wait(request, wait)
-    training = _owned(request, who, training_id)
-    if seconds > 0 and training.status not in TERMINAL:
-        await services(request).hub.wait_finished(training_id, seconds)
-    return training_view(services(request).trainings.get(training_id), base_url(request))
+    found: ServicesDep, who: CallerDep, seconds: WaitDep, training_id: str, base: BaseUrlDep
+) -> protocol.Training:
+    """The training; with ?wait=N (or Prefer: wait=N) once it has ended, or after N seconds."""
+    training = _owned(found, who, training_id)
+    if seconds > 0 and training.status not in ENDED_STATUSES:
+        await found.hub.wait_finished(training_id, seconds)
+    return training_view(found.trainings.get(training_id), base)
 
 
-@router.post("/{training_id}/cancel")
-async def cancel_training(request: Request, training_id: str, who: Caller = Depends(caller)) -> dict:
-    _owned(request, who, training_id)
-    services(request).trainings.cancel(training_id)
-    return training_view(services(request).trainings.get(training_id), base_url(request))
+@router.post("/{training_id}/cancel", openapi_extra=request_body(("application/json", NoBody), required=False))
+async def cancel_training(found: ServicesDep, who: CallerDep, training_id: str, base: BaseUrlDep) -> protocol.Training:
+    _owned(found, who, training_id)
+    found.trainings.cancel(training_id)
+    return training_view(found.trainings.get(training_id), base)
 
 
 @router.get("")
-async def list_trainings(request: Request, who: Caller = Depends(caller)) -> dict:
-    base = base_url(request)
-    return {"data": [training_view(t, base) for t in services(request).trainings.list(who)]}
+async def list_trainings(found: ServicesDep, who: CallerDep, base: BaseUrlDep) -> TrainingList:
+    return TrainingList(data=[training_view(t, base) for t in found.trainings.list(who)])
 
 
-@router.get("/{training_id}/lora")
+@router.get("/{training_id}/lora", response_class=FileResponse, responses=LORA_FILE)
 async def download_lora(
-    request: Request, training_id: str, format: str = Query("diffusers"), who: Caller = Depends(caller)
+    found: ServicesDep, who: CallerDep, training_id: str, format: Annotated[str, Query()] = "diffusers"
 ) -> FileResponse:
-    training = _owned(request, who, training_id)
+    training = _owned(found, who, training_id)
     if format not in FORMATS:
         raise InputError("format", f"must be one of {', '.join(FORMATS)} (got {format!r})")
     path = Path(training.work_dir) / FORMATS[format]
-    if training.status != "success" or not path.is_file():
+    if training.status != Status.success or not path.is_file():
         raise ApiError(409, f"training {training_id} has no LoRA yet (status {training.status})")
     name = f"{training.lora_name}{'-comfyui' if format == 'comfyui' else ''}.safetensors"
     return FileResponse(path, media_type="application/octet-stream", filename=name)

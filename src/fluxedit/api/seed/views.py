@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
+from ...schema import Status
 from ...service.services import Services
 from ...service.urls import file_content_url, output_url, prediction_urls, stored_file_id
+from ...service.webhook_outbox import iso
 from ...store.models import Prediction
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.isoformat().replace("+00:00", "Z")
+from . import protocol
 
 
 @dataclass(frozen=True)
@@ -62,31 +58,31 @@ def _kept_file(reference: object, input_id: str | None) -> tuple[bool, str | Non
     return file_id is not None, file_id
 
 
-def prediction_view(services: Services, prediction: Prediction, base_url: str) -> dict:
+def prediction_view(services: Services, prediction: Prediction, base_url: str) -> protocol.Prediction:
     files = shown_files(services, prediction, base_url)
-    if prediction.status == "success":
+    if prediction.status == Status.success:
         output = files.output_urls
-    elif prediction.status == "error":
-        output = {"error_code": prediction.error_code, "error_message": prediction.error_message}
+    elif prediction.status == Status.error:
+        output = protocol.PredictionFailure(error_code=prediction.error_code, error_message=prediction.error_message)
     else:
         output = None
     metrics = {"predict_time": None, "cost": prediction.cost, "queue_time": None, **(prediction.metrics or {})}
-    return {
-        "id": prediction.id,
-        "model": prediction.model,
-        "version": prediction.version,
-        "input": files.input,
-        "status": prediction.status,
-        "output": output,
-        "seed": int(prediction.seed) if prediction.seed is not None else None,
-        "width": prediction.width,
-        "height": prediction.height,
-        "has_nsfw_concepts": prediction.has_nsfw_concepts,
-        "logs": prediction.logs,
-        "metrics": metrics,
-        "data_removed": files.data_removed,
-        "urls": prediction_urls(base_url, prediction.id),
-        "created_at": iso(prediction.created_at),
-        "started_at": iso(prediction.started_at),
-        "completed_at": iso(prediction.completed_at),
-    }
+    return protocol.Prediction(
+        id=prediction.id,
+        model=prediction.model,
+        version=prediction.version,
+        input=files.input,
+        status=prediction.status,
+        output=output,
+        seed=int(prediction.seed) if prediction.seed is not None else None,
+        width=prediction.width,
+        height=prediction.height,
+        has_nsfw_concepts=prediction.has_nsfw_concepts,
+        logs=prediction.logs,
+        metrics=protocol.PredictionMetrics(**metrics),
+        data_removed=files.data_removed,
+        urls=protocol.PredictionUrls(**prediction_urls(base_url, prediction.id)),
+        created_at=iso(prediction.created_at),
+        started_at=iso(prediction.started_at),
+        completed_at=iso(prediction.completed_at),
+    )
