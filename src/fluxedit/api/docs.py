@@ -11,6 +11,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic.json_schema import models_json_schema
 
 from .bodies import DOCUMENTED_MODELS
+from .errors import ERROR_EXAMPLES_BY_MODEL
 
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 
@@ -28,8 +29,14 @@ def binary_response(description: str, *media_types: str) -> dict[int, dict]:
     return {200: {"description": description, "content": {media: binary for media in media_types}}}
 
 
-def event_stream_response(description: str) -> dict[int, dict]:
-    return {200: {"description": description, "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+def event_stream_response(description: str, events: tuple[str, ...]) -> dict[int, dict]:
+    """The OpenAPI `responses` of a Server-Sent Events stream: each event's name, and its data (JSON text)."""
+    event = {
+        "type": "object",
+        "properties": {"event": {"type": "string", "enum": list(events)}, "data": {"type": "string"}},
+        "required": ["event", "data"],
+    }
+    return {200: {"description": description, "content": {"text/event-stream": {"schema": event}}}}
 
 
 def documented_app(**kwargs) -> FastAPI:
@@ -58,10 +65,22 @@ def _complete_openapi(app: FastAPI) -> None:
                 components.setdefault(name, definition)
             if "EditInput" in components:  # an engine option, not part of the API (as GET /v1/models shows it)
                 components["EditInput"]["properties"].pop("write_metadata", None)
+            _restore_error_examples(schema)
             completed = True
         return schema
 
     app.openapi = openapi
+
+
+def _restore_error_examples(schema: dict) -> None:
+    """Error examples as the errors are answered, nulls included (FastAPI's writer drops every null)."""
+    for methods in schema.get("paths", {}).values():
+        for operation in methods.values():
+            for status, answer in operation.get("responses", {}).items():
+                body = answer.get("content", {}).get("application/json", {})
+                model = body.get("schema", {}).get("$ref", "").rsplit("/", 1)[-1]
+                if model in ERROR_EXAMPLES_BY_MODEL and status.isdigit():
+                    body["examples"] = ERROR_EXAMPLES_BY_MODEL[model][int(status)]
 
 
 class DocsContentPolicy:

@@ -92,15 +92,22 @@ ERROR_EXAMPLES = {
 }
 
 
+# Error model name -> answered status -> its examples. FastAPI drops every null from the document it writes,
+# which would leave examples that break their own schema ("param": null): docs.py puts these back.
+ERROR_EXAMPLES_BY_MODEL: dict[str, dict[int, dict[str, dict]]] = {}
+
+
 def error_responses(model: type[BaseModel], render: Render, statuses=tuple(ERROR_STATUSES)) -> dict[int, dict]:
     """The OpenAPI `responses` of a dialect's errors: its error model, with a real example for each status."""
     documented: dict[int, dict] = {}
+    examples = ERROR_EXAMPLES_BY_MODEL.setdefault(model.__name__, {})
     for status in statuses:
         field = "input.num_images" if status == 422 else None
         shown_status, example = render(status, ERROR_EXAMPLES[status], field, None)
-        entry = documented.setdefault(shown_status, {"model": model, "description": ERROR_STATUSES[shown_status]})
-        entry.setdefault("content", {"application/json": {"examples": {}}})
-        entry["content"]["application/json"]["examples"][str(status)] = {"value": example}
+        examples.setdefault(shown_status, {})[str(status)] = {"value": example}
+        documented.setdefault(shown_status, {"model": model, "description": ERROR_STATUSES[shown_status]})
+    for shown_status, entry in documented.items():
+        entry["content"] = {"application/json": {"examples": examples[shown_status]}}
     return documented
 
 

@@ -19,7 +19,11 @@ from .views import prediction_view
 
 router = APIRouter(prefix="/v1/prediction", tags=["predictions"], responses=SEED_ERRORS)
 PredictionBody = Annotated[PredictionRequest, JsonBody(PredictionRequest)]
-EVENT_STREAM = event_stream_response("Server-Sent Events: status, progress, preview, output, done")
+EVENT_STREAM = event_stream_response(
+    "Server-Sent Events; each data is JSON: status {id, status}, progress {step, total}, preview {step, image}, "
+    "output (the prediction), done {status}",
+    ("status", "progress", "preview", "output", "done"),
+)
 
 
 @router.post("", openapi_extra=json_request(PredictionRequest))
