@@ -16,14 +16,14 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from ..resolution import ASPECT_RATIOS, output_size
-from ..schema import EditInput, FluxeditError
+from ..schema import ACTIVE_STATUSES, EditInput, FluxeditError, Status
 from ..store.models import Prediction
 from .keys import Caller
 from .pricing import prediction_cost
 
 QUEUE_RETRY_AFTER_S = 10  # a full queue frees up as work runs; there is no exact time to give
-WAITING = "created"
-CHARGED = ("created", "starting", "processing", "success")  # reserved or spent; errors and cancels cost nothing
+WAITING = Status.created
+CHARGED = (*ACTIVE_STATUSES, Status.success)  # reserved or spent; errors and cancels cost nothing
 # Every size match_input and auto can give is ~1 MP, sides rounded to 16, aspect at most 4:1 (imaging.decode):
 # under 2 MP, so at most 2 price units per image (tests/service/test_access.py checks it).
 MAX_UNITS_PER_IMAGE = 2
@@ -118,7 +118,7 @@ class Admission:
 
     @staticmethod
     def _check_spending(session: Session, caller: Caller, cost: float, mine: list) -> None:
-        success = Prediction.status == "success"
+        success = Prediction.status == Status.success
         spent, reserved = session.execute(
             select(
                 func.coalesce(func.sum(case((success, Prediction.cost), else_=0.0)), 0.0),

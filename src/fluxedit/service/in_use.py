@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..schema import ACTIVE_STATUSES, Status
 from ..store.models import Prediction, Training
 
-ACTIVE_PREDICTIONS = ("created", "starting", "processing")  # runner.py's QUEUED and RUNNING
-ACTIVE_TRAININGS = ("created", "processing")
+ACTIVE_PREDICTIONS = tuple(ACTIVE_STATUSES)  # queued or running
+ACTIVE_TRAININGS = (Status.created, Status.processing)  # a training never passes through starting
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Webhooks for predictions: the seed platform's by default, or a dialect's registered format.
 
-The runner reports every change of a prediction that has a webhook; this module decides whether
-that change is worth a call. The seed's webhook fires once, when a prediction succeeds or fails.
+Every status change of a prediction reaches `changed` (a subscriber of the predictions' Lifecycle,
+inside the change's transaction); this module decides whether that change is worth a call.
+The seed's webhook fires once, when a prediction succeeds or fails.
 A dialect format (Replicate's) fires on the events its caller chose: start, output, logs, completed.
 """
 
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from ..schema import Status
 from ..store.files import FileStore
 from ..store.models import Prediction
-from .runner import ERROR, SUCCESS, TERMINAL
 from .urls import output_url
 from .webhooks import HeaderSigner
 
@@ -33,16 +34,16 @@ class WebhookFormat:
     signer: HeaderSigner
 
 
-def change_events(previous_status: str | None, prediction: Prediction, logged: bool) -> set[str]:
+def change_events(previous_status: Status | None, prediction: Prediction, logged: bool) -> set[str]:
     """The events one change of a prediction is: created (None before) is its start."""
     events = set()
     if previous_status is None:
         events.add("start")
-    if prediction.status == SUCCESS:
+    if prediction.status == Status.success:
         events.add("output")  # outputs arrive all at once, at the end
     if logged:
         events.add("logs")
-    if prediction.status in TERMINAL:
+    if prediction.status.ended:
         events.add("completed")
     return events
 
@@ -58,14 +59,14 @@ class PredictionWebhooks:
         self.sender.register_signer(name, webhook_format.signer)  # stored deliveries name their signer
 
     def changed(
-        self, prediction: Prediction, previous_status: str | None, logged: bool, session: Session | None = None
+        self, prediction: Prediction, previous_status: Status | None, logged: bool, session: Session | None = None
     ) -> None:
-        """Called by the runner, inside the transaction that created or changed a prediction with a webhook
+        """Called inside the transaction that created or changed a prediction with a webhook
         (`session`): the delivery is stored with the change, or not at all."""
         if not prediction.webhook_url:
             return
         if prediction.webhook_format is None:
-            if prediction.status in (SUCCESS, ERROR):
+            if prediction.status in (Status.success, Status.error):
                 self.deliver(prediction, session)
             return
         wanted = set(prediction.webhook_events or DEFAULT_EVENTS)
@@ -77,7 +78,7 @@ class PredictionWebhooks:
             self._enqueue(prediction, chosen.payload(prediction), prediction.webhook_format, session)
 
     def payload(self, prediction: Prediction) -> dict:
-        if prediction.status == "success":
+        if prediction.status == Status.success:
             present = self.files.present(prediction.output or [])  # what views show: a deleted output is left out
             output = [
                 output_url(prediction.base_url, file_id, present[file_id].content_type)

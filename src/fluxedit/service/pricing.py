@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ..resolution import output_size
+
 MEGAPIXEL = 1024 * 1024
 DEFAULT_PRICE_PER_IMAGE = 0.025
 
@@ -24,3 +26,10 @@ def price_rule(price_per_image: float) -> dict:
         "rule": "ceil(output_width * output_height / 1048576) * num_images * price_per_image",
         "example": {"output": "1024x1024", "num_images": 1, "cost": prediction_cost(1024, 1024, 1, price_per_image)},
     }
+
+
+def price_prediction(prediction, width: int, height: int, edit_input, price_per_image: float) -> None:
+    """Set a prediction's output size and its cost, from its main input's size (known once it is stored)."""
+    out_w, out_h = output_size(edit_input.resolution_mode, width, height)
+    prediction.width, prediction.height = out_w, out_h
+    prediction.cost = prediction_cost(out_w, out_h, edit_input.num_images, price_per_image)

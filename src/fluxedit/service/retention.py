@@ -27,6 +27,7 @@ from pathlib import Path
 from sqlalchemy import delete, false, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..schema import ENDED_STATUSES
 from ..store.files import INPUT_PURPOSES, FileStore
 from ..store.models import LoraBlob, Prediction, StoredFile, Training, WebhookDelivery
 from .in_use import in_use
@@ -36,7 +37,7 @@ READ_GRACE_S = 10.0  # bytes outlive their record this long
 LEFTOVER_AGE_S = 86400.0  # a partial write or an unrecorded file this old is a crash's leftover
 BATCH = 500  # records deleted per transaction: other writers wait at most for one batch
 TRAINING_LEFTOVERS = ("data", "work/checkpoints", "work/validation")  # what an ended training no longer needs
-ENDED_TRAININGS = ("success", "error", "cancelled")
+ENDED_TRAININGS = tuple(ENDED_STATUSES)
 
 
 @dataclass

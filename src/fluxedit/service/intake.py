@@ -1,0 +1,117 @@
+"""Taking in a new prediction: the checks it must pass, its inputs stored, its row inserted as `created`.
+
+Inputs given as uploads or data URIs are stored now; URLs are fetched later (service/preparation.py),
+with the price reserved at its ceiling until the main image's size is known. The queue, rate and
+spending limits (service/admission.py) are checked inside the insert's transaction.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..schema import MODEL_SLUG, EditInput, FluxeditError, InputError, Status
+from ..store.models import ApiKey, Prediction
+from ..worker.messages import WorkerState
+from .admission import Admission, price_ceiling
+from .fetch import parse_http_url
+from .inputs import InputResolver, stored_input
+from .keys import Caller
+from .preparation import input_fields
+from .pricing import price_prediction
+from .run_context import RunContext
+
+VERSION = "1.0"
+
+
+class KeyRequired(FluxeditError):
+    """A keyless request that reached the queue only after keys came to exist."""
+
+
+class NoWorkers(FluxeditError):
+    """Every worker failed to load the model: nothing could ever run a new prediction."""
+
+
+class Intake:
+    def __init__(
+        self, context: RunContext, admission: Admission, resolver: InputResolver, lora_resolver, price_per_image: float
+    ):
+        self.context = context
+        self.admission = admission
+        self.resolver = resolver
+        self.lora_resolver = lora_resolver
+        self.price_per_image = price_per_image
+
+    async def create(
+        self,
+        caller: Caller,
+        edit_input: EditInput,
+        *,
+        base_url: str,
+        own_hosts: set[str],
+        webhook_url: str | None,
+        webhook_secret: str | None,
+        version: str | None,
+        webhook_format: str | None,
+        webhook_events: list[str] | None,
+    ) -> Prediction:
+        if edit_input.loras and self.lora_resolver is None:
+            raise InputError("input.loras", "LoRA adapters are not enabled on this server")
+        for index, lora in enumerate(edit_input.loras):
+            self.lora_resolver.kind(lora.path, f"input.loras.{index}.path", caller)  # unknown names: 422 now
+        if webhook_url is not None:
+            parse_http_url(webhook_url, "webhook_url")  # an http(s) URL ("Invalid URL." now, not at delivery)
+        references = [edit_input.image_url, *edit_input.image_urls]
+        fields = input_fields(len(references))
+        classified = [self.resolver.classify(r, f, own_hosts) for r, f in zip(references, fields, strict=True)]
+        stored = [await self.resolver.store_now(r, f, caller) for r, f in zip(classified, fields, strict=True)]
+        prediction = Prediction(
+            id=secrets.token_hex(12),
+            owner_key_id=caller.key_id,
+            model=MODEL_SLUG,
+            version=version or VERSION,
+            status=Status.created,
+            input=stored_input(edit_input, classified, stored),  # validated; data URIs kept as files only
+            input_files=[record.id if record else None for record in stored],
+            inputs_ready=all(stored) and not edit_input.loras,  # LoRAs are resolved (maybe fetched) later
+            logs="",
+            metrics={},
+            base_url=base_url.rstrip("/"),
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            webhook_format=webhook_format,
+            webhook_events=webhook_events,
+        )
+        if all(stored):
+            price_prediction(prediction, stored[0].width, stored[0].height, edit_input, self.price_per_image)
+        else:
+            prediction.cost = price_ceiling(edit_input, self.price_per_image)  # reserved; preparation settles it
+
+        def admitted(session: Session) -> None:  # in the insert's transaction, with no await: the checks hold
+            self.check(caller, prediction.cost, session, prediction.id)
+            if caller.key_id is None and session.scalar(select(ApiKey.id).limit(1)) is not None:
+                # The first key appeared while this keyless request was on its way (after the first key's
+                # adoption ran): refused, rather than stored without an owner where no view shows it.
+                raise KeyRequired("an API key is required: keys were created on this server while this request ran")
+
+        self.context.lifecycle.create(prediction, admitted)  # its webhook's "start" is stored with it
+        return prediction
+
+    def admit(self, caller: Caller, num_images: int = 1) -> None:
+        """The checks that need no inputs: the rate limit (its token is taken) and the queue and spending limits
+        at the least price. A dialect that reads uploads first calls it before, so a refused caller costs nothing."""
+        self.admission.take_rate_token(caller)
+        self.check(caller, self.price_per_image * num_images)
+
+    def check(self, caller: Caller, cost: float, session: Session | None = None, new_id=None) -> None:
+        """Refuse what cannot or may not run: no worker left, a full queue, a passed spending limit."""
+        workers = self.context.pool.workers()
+        if workers and all(w.state == WorkerState.failed for w in workers):
+            raise NoWorkers(f"no worker can run predictions: {workers[0].reason}")
+        if session is not None:
+            self.admission.check(session, caller, cost, new_id)
+            return
+        with self.context.sessions() as session:
+            self.admission.check(session, caller, cost)

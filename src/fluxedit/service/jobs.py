@@ -1,0 +1,54 @@
+"""Building the jobs a worker runs, from stored rows: an edit from a prediction, a slice from a training.
+
+A job names its inputs by file-store id (with the size and sha256 the worker checks) and its LoRAs by
+digest, so a worker reads them from its own store reader, wherever it runs.
+"""
+
+from __future__ import annotations
+
+from ..schema import EditInput
+from ..store.files import FileStore
+from ..store.models import Prediction, Training
+from ..worker.messages import EditJob, InputFile, LoraFile, TrainingJob
+from .preparation import input_fields
+
+
+def edit_job(prediction: Prediction, files: FileStore) -> EditJob:
+    edit_input = EditInput(**prediction.input)
+    images = []
+    for file_id, field in zip(prediction.input_files, input_fields(len(prediction.input_files)), strict=True):
+        record = files.get(file_id)
+        if record is None:  # deleted meanwhile: the worker's read fails, naming the file
+            images.append(InputFile(file_id, field))
+        else:
+            images.append(InputFile(file_id, field, record.size, record.sha256, record.content_type))
+    return EditJob(
+        id=prediction.id,
+        settings=edit_input.settings().model_dump(mode="json"),
+        images=tuple(images),
+        safety_check=edit_input.enable_safety_checker,
+        loras=tuple(lora_file(lora) for lora in prediction.lora_files or []),
+    )
+
+
+def lora_file(resolved: dict) -> LoraFile:
+    """A stored LoRA as a job names it. A row without `in_store` (from an older version) keeps its path."""
+    server_path = None if resolved.get("in_store") else resolved["path"]
+    return LoraFile(resolved["digest"], resolved["scale"], resolved["field"], server_path)
+
+
+def training_job(training: Training, slice_steps: int, keep_checkpoints: int) -> TrainingJob:
+    """The next slice of a training: from its last checkpoint, `slice_steps` further (or to its end)."""
+    settings = dict(training.input)
+    settings.pop("name", None)
+    caption, trigger = settings.pop("default_caption"), settings.pop("trigger_word")
+    return TrainingJob(
+        id=training.id,
+        step=training.step,
+        data_dir=training.data_dir,
+        work_dir=training.work_dir,
+        default_caption=caption,
+        trigger_word=trigger,
+        config={**settings, "checkpoint_every": slice_steps, "keep_checkpoints": keep_checkpoints},
+        stop_after=min(training.step + slice_steps, training.input["steps"]),
+    )

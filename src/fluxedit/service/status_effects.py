@@ -1,0 +1,57 @@
+"""What follows a status change: each effect subscribes to a Lifecycle's status-change event.
+
+Within the change's transaction: the webhook's delivery row (service/notify.py), so the change and its
+webhook commit together. After the commit: the ended-predictions counter, waking long-polls and SSE
+streams (the EventHub), and the queue-depth gauge.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..schema import Status
+from ..store.models import Prediction
+from .events import EventHub
+from .lifecycle import Lifecycle, StatusChange
+from .metrics import ServiceMetrics
+
+
+def subscribe_prediction_effects(
+    lifecycle: Lifecycle, hub: EventHub, metrics: ServiceMetrics, webhooks, queue_gauge: QueueGauge
+) -> None:
+    lifecycle.within_transaction(lambda session, change: webhooks.changed(change.row, change.previous,
+                                                                          change.logged, session=session))  # fmt: skip
+    lifecycle.after_commit(lambda change: count_ended(metrics, change))
+    lifecycle.after_commit(lambda change: tell_waiters(hub, change))
+    lifecycle.after_commit(lambda change: queue_gauge.refresh())
+
+
+def subscribe_training_effects(lifecycle: Lifecycle, hub: EventHub) -> None:
+    lifecycle.after_commit(lambda change: tell_waiters(hub, change))
+
+
+def tell_waiters(hub: EventHub, change: StatusChange) -> None:
+    """Streams get the new status; once it has ended, a `done` event, and long-polls wake up."""
+    hub.publish(change.id, {"type": "status", "status": change.status})
+    if change.status.ended:
+        hub.publish(change.id, {"type": "done", "status": change.status})
+        hub.finish(change.id)
+
+
+def count_ended(metrics: ServiceMetrics, change: StatusChange) -> None:
+    if change.status.ended:
+        metrics.predictions.labels(change.status.value).inc()
+
+
+class QueueGauge:
+    """The queue-depth gauge: how many predictions wait (status `created`), counted in the store."""
+
+    def __init__(self, sessions: sessionmaker[Session], metrics: ServiceMetrics):
+        self.sessions = sessions
+        self.metrics = metrics
+
+    def refresh(self) -> None:
+        with self.sessions() as session:
+            waiting = session.scalar(select(func.count()).where(Prediction.status == Status.created))
+        self.metrics.queue_depth.set(waiting)
