@@ -129,5 +129,7 @@ def test_replicate_and_openai_paths_answer_404_and_405_in_their_own_shapes(app):
     assert replicate.status_code == 405 and replicate.json()["status"] == 405 and replicate.json()["detail"]
     missing = client.get("/v1/predictions/a/b/c")
     assert missing.status_code == 404 and missing.json()["title"] == "Not found"
+    tab = client.get("/v1/models/a/%09/predictions/x")  # a tab in a segment: the shape follows the routed path
+    assert tab.status_code == 404 and tab.json()["title"] == "Not found"
     openai = client.get("/v1/images/edits")
     assert openai.status_code == 405 and openai.json()["error"]["type"] == "invalid_request_error"
