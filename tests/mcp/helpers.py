@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import httpx2
-from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, ImageContent, TextContent
 from PIL import Image
 
+from mcp import Client, StdioServerParameters, stdio_client
 from tests.service.server import Server, free_port
 
 EDIT_TOOLS = {"edit_image", "get_prediction", "list_loras", "start_training", "training_status"}
@@ -35,9 +35,7 @@ def photo_base64() -> str:
 
 
 @asynccontextmanager
-async def stdio_session(
-    command: list[str], server_url: str, api_key: str | None, log: Path
-) -> AsyncIterator[Client]:
+async def stdio_session(command: list[str], server_url: str, api_key: str | None, log: Path) -> AsyncIterator[Client]:
     """`fluxedit mcp` started by the SDK's stdio client, configured through the environment as an assistant's
     MCP configuration would; its stderr goes to `log`."""
     env = {"FLUXEDIT_BASE_URL": server_url}

@@ -12,7 +12,7 @@ FAST = {"num_inference_steps": 2, "seed": 11}
 
 
 def test_fluxedit_has_the_mcp_command(mcp_command):
-    command, wired = mcp_command
+    _command, wired = mcp_command
     assert wired, (
         "`fluxedit mcp` is not a command yet: src/fluxedit/cli.py must register fluxedit.mcp.cli.mcp_command "
         "(see docs/mcp.md); these tests ran `python -m fluxedit.mcp` meanwhile"
@@ -37,7 +37,7 @@ def test_lists_tools_and_edits_a_local_file_with_progress(keyed, mcp_command, tm
 
     listed, edit = anyio.run(scenario)
     tools = {tool.name: tool for tool in listed.tools}
-    assert EDIT_TOOLS <= tools.keys()
+    assert tools.keys() >= EDIT_TOOLS
     schema = tools["edit_image"].input_schema
     assert schema["required"] == ["image", "prompt"]
     assert schema["properties"]["num_inference_steps"]["maximum"] == 50  # the server's limit, shown
