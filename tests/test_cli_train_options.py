@@ -17,7 +17,7 @@ from fluxedit.training_options import (
     validated_training_options,
 )
 
-ENGINE_AND_PATHS = {"data", "out", "work_dir", "model", "components", "device", "dtype"}
+ENGINE_AND_PATHS = {"data", "out", "work_dir", "model", "components", "device", "dtype", "text_encoder_device"}
 
 
 def _train_params() -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from contextlib import contextmanager
@@ -59,11 +58,64 @@ ComponentsOption = Annotated[
         show_default=False,
     ),
 ]
-DeviceOption = Annotated[str | None, typer.Option(help="auto, cuda, cuda:N, mps or cpu.", show_default=False)]
-DtypeOption = Annotated[str | None, typer.Option(help="auto, bfloat16, float16 or float32.", show_default=False)]
+# The engine's options, shared by edit, train and serve: each flag overrides its FLUXEDIT_* variable, and all three
+# commands build their engine from the same Settings (Settings.engine_config; docs/engine.md, "Engine options").
+DeviceOption = Annotated[
+    str | None, typer.Option(help="auto, cuda, cuda:N, mps or cpu. [env: FLUXEDIT_DEVICE]", show_default=False)
+]
+DtypeOption = Annotated[
+    str | None, typer.Option(help="auto, bfloat16, float16 or float32. [env: FLUXEDIT_DTYPE]", show_default=False)
+]
 MemoryOption = Annotated[
     str | None,
-    typer.Option(help="auto, gpu, model-offload, group-offload or sequential-offload.", show_default=False),
+    typer.Option(
+        help="auto, gpu, model-offload, group-offload or sequential-offload. [env: FLUXEDIT_MEMORY]", show_default=False
+    ),
+]
+TextEncoderDeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        help="auto, or cpu: T5-XXL stays in CPU memory (9.5 GB less GPU memory, slower prompts). "
+        "[env: FLUXEDIT_TEXT_ENCODER_DEVICE]",
+        show_default=False,
+    ),
+]
+AttentionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Attention kernel: auto (FlashAttention 3, SageAttention or FlashAttention 2 when installed), "
+        "native, _flash_3, sage or flash. [env: FLUXEDIT_ATTENTION]",
+        show_default=False,
+    ),
+]
+CacheModeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Step caching of the regular and high levels: schedule (fixed steps) or adaptive (First-Block-Cache). "
+        "[env: FLUXEDIT_CACHE_MODE]",
+        show_default=False,
+    ),
+]
+CacheThresholdOption = Annotated[
+    float | None,
+    typer.Option(
+        help="0 switches step caching off (every step in full); unset: each level's own. "
+        "[env: FLUXEDIT_CACHE_THRESHOLD]",
+        show_default=False,
+    ),
+]
+MaxLorasOption = Annotated[
+    int | None,
+    typer.Option(
+        help="LoRAs kept loaded, for switching without a reload. [env: FLUXEDIT_MAX_LORAS]", show_default=False
+    ),
+]
+SafetyModelOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Image classifier (hub id or folder) that flags NSFW outputs. [env: FLUXEDIT_SAFETY_MODEL]",
+        show_default=False,
+    ),
 ]
 
 
@@ -77,10 +129,20 @@ def say(message: str) -> None:
     console.print(message, markup=False, highlight=False)
 
 
-def _engine_settings(**overrides) -> Settings:
+def _settings(**flags) -> Settings:
+    """Settings from the FLUXEDIT_* variables, each overridden by its flag when given; a bad value of either is
+    refused naming both (the flag of a field is its name with dashes)."""
+    from pydantic import ValidationError
+
     from .config import Settings
 
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as error:
+        problem = error.errors()[0]
+        name = str(problem["loc"][0]) if problem["loc"] else "settings"
+        message = problem["msg"].removeprefix("Value error, ")
+        raise fail(f"--{name.replace('_', '-')} (FLUXEDIT_{name.upper()}): {message}") from None
 
 
 def _read_inputs(paths: list[Path]) -> list[DecodedImage]:
@@ -153,15 +215,29 @@ def edit(
             help="A LoRA: PATH[:SCALE] of a .safetensors file, or owner/repo[/file.safetensors] (repeatable)."
         ),
     ] = None,
+    safety_checker: Annotated[
+        bool, typer.Option(help="Black out outputs the safety model flags (when one is set: --safety-model).")
+    ] = True,
     model: ModelOption = None,
     components: ComponentsOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
     memory: MemoryOption = None,
+    text_encoder_device: TextEncoderDeviceOption = None,
+    attention: AttentionOption = None,
+    cache_mode: CacheModeOption = None,
+    cache_threshold: CacheThresholdOption = None,
+    max_loras: MaxLorasOption = None,
+    safety_model: SafetyModelOption = None,
 ) -> None:
     """Edit an image with an instruction and write the result."""
     from .schema import InputError, validated_settings
 
+    config = _settings(
+        model=model, components=components, device=device, dtype=dtype, memory=memory,
+        text_encoder_device=text_encoder_device, attention=attention, cache_mode=cache_mode,
+        cache_threshold=cache_threshold, max_loras=max_loras, safety_model=safety_model,
+    )  # fmt: skip
     try:
         settings = validated_settings(
             prompt=prompt,
@@ -182,9 +258,8 @@ def edit(
     if len(images) > 4:
         raise fail(f"at most 3 reference images besides the main one (got {len(images) - 1})")
 
-    config = _engine_settings(model=model, components=components, device=device, dtype=dtype, memory=memory)
     _check_model_source(config)
-    result = _run_edit(config, settings, images, loras)
+    result = _run_edit(config, settings, images, loras, safety_checker)
     paths = _output_paths(output, inputs[0], result.format, len(result.images))
     for path, data in zip(paths, result.images, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +305,8 @@ def _lora_specs(values: list[str]) -> list:
     return specs
 
 
-def _resolve_lora(where: str, field: str) -> str:
+def _resolve_lora(where: str, field: str, token: str | None) -> str:
+    """A local file as it is; a Hugging Face reference downloaded with the token (Settings.token: HF_TOKEN)."""
     path = Path(where).expanduser()
     if path.is_file():
         return str(path)
@@ -240,10 +316,10 @@ def _resolve_lora(where: str, field: str) -> str:
     match = HUB_REF.match(where)
     if match is None:
         raise InputError(field, "no such file, and not a Hugging Face reference (owner/repo/file.safetensors)")
-    return str(download_hub_lora(match.group("repo"), match.group("file"), os.environ.get("HF_TOKEN"), field))
+    return str(download_hub_lora(match.group("repo"), match.group("file"), token, field))
 
 
-def _run_edit(config: Settings, settings, images, loras=()):
+def _run_edit(config: Settings, settings, images, loras=(), safety_check: bool = True):
     from .schema import FluxeditError, InputError
 
     with console.status("importing torch and diffusers ..."), _importing_libraries():
@@ -253,7 +329,9 @@ def _run_edit(config: Settings, settings, images, loras=()):
 
         imported = time.perf_counter() - started
     try:
-        lora_specs = [LoraSpec(_resolve_lora(where, field), scale, field) for where, scale, field in loras]
+        lora_specs = [
+            LoraSpec(_resolve_lora(where, field, config.token), scale, field) for where, scale, field in loras
+        ]
         with console.status(f"loading {escape(config.model)} ..."):
             started = time.perf_counter()
             engine = Engine.from_config(config.engine_config())
@@ -267,7 +345,7 @@ def _run_edit(config: Settings, settings, images, loras=()):
         )
         with _progress_bar() as bar:
             task = bar.add_task("editing", total=settings.num_inference_steps)
-            request = EditRequest(settings, images, loras=lora_specs)
+            request = EditRequest(settings, images, safety_check=safety_check, loras=lora_specs)
             return engine.edit(request, progress=lambda p: bar.update(task, completed=p.step))
     except InputError as error:
         raise fail(_flag_message(error)) from None
@@ -386,6 +464,7 @@ def train(
     components: ComponentsOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
+    text_encoder_device: TextEncoderDeviceOption = None,
 ) -> None:
     """Train a LoRA from before/after pairs; a stopped run resumes from its last checkpoint. Defaults and
     limits are the API's (docs/training.md)."""
@@ -399,7 +478,9 @@ def train(
         options = validated_training_options(chosen)
     except InputError as error:  # each field is the flag of its name
         raise fail(f"--{error.field.replace('_', '-')}: {error.problem}") from None
-    config = _engine_settings(model=model, components=components, device=device, dtype=dtype)
+    config = _settings(
+        model=model, components=components, device=device, dtype=dtype, text_encoder_device=text_encoder_device
+    )
     _check_model_source(config)
     try:
         pairs = load_pairs(data, options.default_caption, options.trigger_word)
@@ -459,10 +540,13 @@ def serve(
     device: DeviceOption = None,
     dtype: DtypeOption = None,
     memory: MemoryOption = None,
+    text_encoder_device: TextEncoderDeviceOption = None,
+    attention: AttentionOption = None,
+    cache_mode: CacheModeOption = None,
+    cache_threshold: CacheThresholdOption = None,
+    max_loras: MaxLorasOption = None,
+    safety_model: SafetyModelOption = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per GPU).")] = None,
-    safety_model: Annotated[
-        str | None, typer.Option(help="Image classifier (hub id or folder) that flags NSFW outputs.")
-    ] = None,
     public_url: Annotated[str | None, typer.Option(help="The address clients use, for absolute URLs.")] = None,
     allow_private_urls: Annotated[
         bool | None, typer.Option(help="Fetch URLs on loopback/private addresses.", show_default=False)
@@ -478,23 +562,16 @@ def serve(
     import uvicorn
 
     from .api.app import create_app
-    from .config import Settings
     from .service.access import is_loopback_host
     from .service.keys import KeyRing
     from .store.database import open_database
 
-    settings = Settings(
-        **{
-            k: v
-            for k, v in {
-                "model": model, "components": components, "host": host, "port": port, "data_dir": data_dir,
-                "device": device, "dtype": dtype, "memory": memory, "workers": workers,
-                "safety_model": safety_model, "public_url": public_url,
-                "allow_private_urls": allow_private_urls, "allow_unauthenticated": allow_unauthenticated,
-                "allowed_networks": allow_network,
-            }.items()
-            if v is not None
-        }
+    settings = _settings(
+        model=model, components=components, host=host, port=port, data_dir=data_dir, device=device, dtype=dtype,
+        memory=memory, text_encoder_device=text_encoder_device, attention=attention, cache_mode=cache_mode,
+        cache_threshold=cache_threshold, max_loras=max_loras, workers=workers, safety_model=safety_model,
+        public_url=public_url, allow_private_urls=allow_private_urls, allow_unauthenticated=allow_unauthenticated,
+        allowed_networks=allow_network,
     )  # fmt: skip
     _check_model_source(settings)
     _open_data_folder(settings)
@@ -597,22 +674,13 @@ def gc(
     retain_trainings: RetainOption = None,
 ) -> None:
     """Remove what has expired now (FLUXEDIT_RETAIN_*); safe while the server runs."""
-    from pydantic import ValidationError
-
-    from .config import Settings
     from .service.quota import StorageQuota, size_text
     from .service.retention import READ_GRACE_S, Retention
     from .store.database import open_database
     from .store.files import FileStore
 
     overrides = {"retain_inputs": retain_inputs, "retain_outputs": retain_outputs, "retain_trainings": retain_trainings}
-    try:
-        settings = Settings(**({"data_dir": data_dir} if data_dir else {}), **{k: v for k, v in overrides.items() if v})
-    except ValidationError as error:
-        problem = error.errors()[0]
-        name = str(problem["loc"][0])
-        message = problem["msg"].removeprefix("Value error, ")
-        raise fail(f"--{name.replace('_', '-')} (FLUXEDIT_{name.upper()}): {message}") from None
+    settings = _settings(data_dir=data_dir or None, **{k: v for k, v in overrides.items() if v})
     if not settings.database_url and not (settings.data_dir / "fluxedit.db").is_file():
         folder = settings.data_dir.expanduser().resolve()
         raise fail(f"no fluxedit data in {folder}: name the server's folder with --data-dir or FLUXEDIT_DATA_DIR")

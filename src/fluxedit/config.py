@@ -100,15 +100,15 @@ class Settings(BaseSettings):
     """auto, cuda, cuda:N, mps or cpu."""
     dtype: str = "auto"
     """auto (bf16 on CUDA, fp32 on CPU), bfloat16, float16 or float32."""
-    memory: str = "auto"
+    memory: str = Field("auto", pattern="^(auto|gpu|model-offload|group-offload|sequential-offload)$")
     """auto, gpu, model-offload, group-offload or sequential-offload (docs/engine.md)."""
-    cache_mode: str = "schedule"
+    cache_mode: str = Field("schedule", pattern="^(schedule|adaptive)$")
     """Step caching for the regular/high levels: schedule (fixed, TaylorSeer-style) or adaptive (First-Block-Cache)."""
-    cache_threshold: float | None = None
+    cache_threshold: float | None = Field(None, ge=0)
     """0 switches step caching off (every level then computes every step); empty: each level's default."""
     attention: str = "auto"
     """Attention kernel: auto (FlashAttention 3, SageAttention or FlashAttention 2 when installed), native, ..."""
-    text_encoder_device: str = "auto"
+    text_encoder_device: str = Field("auto", pattern="^(auto|cpu)$")
     """cpu keeps T5-XXL in CPU memory (9.5 GB less GPU memory, slower prompt encoding); auto places it
     with the rest."""
     safety_model: str | None = None
@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     """Largest LoRA file accepted (uploads and downloads)."""
     lora_cache_bytes: int = 20 * 1024**3
     """Disk kept for downloaded LoRAs; the least recently used go first. Registered ones are kept."""
-    max_loras: int = 8
+    max_loras: int = Field(8, ge=1)
     """Adapters kept loaded on each worker's model, so switching between them needs no reload."""
 
     training_slice_steps: int = 25
