@@ -2,7 +2,7 @@
 
 Each step runs the transformer once on [noisy output tokens | reference tokens]
 (guidance is distilled: one pass, no negative prompt) and keeps only the
-prediction for the output tokens. The loop is ours, not the diffusers
+prediction for the output tokens: kontext.predict, the call training makes too. The loop is ours, not the diffusers
 pipeline's, so that step caching and batching can live here later.
 """
 
@@ -16,6 +16,7 @@ import torch
 
 from ..schema import EditCancelled
 from .acceleration import StepPlan, VelocityExtrapolator
+from .kontext import PromptEmbeddings, predict, timesteps
 
 
 @dataclass
@@ -66,7 +67,7 @@ def denoise(
     returned are those of the rows kept.
     """
     latents = inputs.noise
-    batch, output_len = latents.shape[:2]
+    batch = latents.shape[0]
     dtype = latents.dtype
     guidance = torch.full((batch,), inputs.guidance, device=latents.device, dtype=torch.float32)
     steps = len(sigmas) - 1
@@ -81,17 +82,11 @@ def denoise(
             batch = latents.shape[0]
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         if i in full_steps:
-            timestep = (sigma * 1000).expand(batch).to(dtype) / 1000
-            velocity = transformer(
-                hidden_states=torch.cat([latents, inputs.reference_tokens], dim=1),
-                timestep=timestep,
-                guidance=guidance,
-                pooled_projections=inputs.pooled_embeddings,
-                encoder_hidden_states=inputs.text_embeddings,
-                txt_ids=inputs.text_ids,
-                img_ids=inputs.position_ids,
-                return_dict=False,
-            )[0][:, :output_len]
+            prompt = PromptEmbeddings(inputs.text_embeddings, inputs.pooled_embeddings, inputs.text_ids)
+            timestep = timesteps(sigma, batch, dtype, latents.device)
+            velocity = predict(
+                transformer, latents, inputs.reference_tokens, timestep, guidance, prompt, inputs.position_ids
+            )
             extrapolator.record(float(sigma), velocity)
             passes += 1
         else:

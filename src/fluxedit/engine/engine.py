@@ -26,14 +26,14 @@ from ..schema import MAX_REFERENCE_IMAGES, MAX_SEED, EditCancelled, EditSettings
 from .acceleration import plan_steps
 from .denoise import DenoiseInputs, denoise, sigma_schedule
 from .fast_paths import FastTransformer, apply_attention_backend, pick_attention_backend
+from .kontext import encode_prompt, encode_references, position_ids
 from .loading import LoadedModel, load_model
 from .loras import DEFAULT_MAX_LOADED, LoraManager, LoraSpec
 from .preview import latent_preview
 from .safety import SafetyChecker
 from .step_cache import first_block_cache
-from .tokens import grid_ids, pack, reference_ids, unpack
+from .tokens import pack, unpack
 
-T5_MAX_TOKENS = 512
 PROMPT_CACHE_SIZE = 8  # iterative editing repeats prompts; each entry is a few MB
 
 
@@ -256,13 +256,13 @@ class Engine:
         texts, pools, references, noises = [], [], [], []
         for request, seed, count in zip(requests, seeds, counts, strict=True):
             text, pooled, text_ids = self._encode_prompt(request.settings.prompt, count)
-            tokens, grids = self._encode_references([d.image for d in request.images], text.dtype)
+            tokens, grids = self._encode_references([d.image for d in request.images])
             texts.append(text)
             pools.append(pooled)
             references.append(tokens.expand(count, -1, -1))
             noises.append(self._noise(seed, count, latent_h, latent_w, text.dtype))
         dtype = texts[0].dtype
-        positions = torch.cat([grid_ids(latent_h // 2, latent_w // 2), reference_ids(grids)], dim=0)
+        positions = position_ids((latent_h // 2, latent_w // 2), grids)
         inputs = DenoiseInputs(
             noise=torch.cat(noises),
             reference_tokens=torch.cat(references),
@@ -321,16 +321,12 @@ class Engine:
         key = (prompt, self.loras.active)  # a LoRA may touch the text encoders too
         if key in self._prompts:
             self._prompts.move_to_end(key)
-            text, pooled, text_ids = self._prompts[key]
+            embeddings = self._prompts[key]
         else:
-            text, pooled, text_ids = self.pipe.encode_prompt(
-                prompt=prompt, prompt_2=None, device=self.device, num_images_per_prompt=1,
-                max_sequence_length=T5_MAX_TOKENS,
-            )  # fmt: skip
-            self._prompts[key] = (text, pooled, text_ids)
+            embeddings = self._prompts[key] = encode_prompt(self.pipe, prompt, self.device)
             if len(self._prompts) > PROMPT_CACHE_SIZE:
                 self._prompts.popitem(last=False)
-        return text.repeat(batch, 1, 1), pooled.repeat(batch, 1), text_ids
+        return embeddings.text.repeat(batch, 1, 1), embeddings.pooled.repeat(batch, 1), embeddings.text_ids
 
     def _check_images(self, images: list[DecodedImage]) -> None:
         if not images:
@@ -341,20 +337,10 @@ class Engine:
                 f"at most {MAX_REFERENCE_IMAGES} reference images besides the main one (got {len(images) - 1})",
             )
 
-    def _encode_references(self, images: list[Image.Image], dtype: torch.dtype):
-        """VAE-encode each image at its nearest preferred size; return packed tokens and token grids."""
-        processor = self.pipe.image_processor
-        vae = self.pipe.vae
-        token_parts, grids = [], []
-        for image in images:
-            width, height = nearest_preferred_size(image.width, image.height)
-            resized = processor.resize(image, height, width)
-            pixels = processor.preprocess(resized, height, width).to(self.device, dtype)
-            latent = vae.encode(pixels).latent_dist.mode()
-            latent = (latent - vae.config.shift_factor) * vae.config.scaling_factor
-            token_parts.append(pack(latent))
-            grids.append((latent.shape[2] // 2, latent.shape[3] // 2))
-        return torch.cat(token_parts, dim=1), grids
+    def _encode_references(self, images: list[Image.Image]):
+        """Each image at its nearest preferred size, as packed tokens (kontext.py), and their token grids."""
+        sized = [(image, *nearest_preferred_size(image.width, image.height)) for image in images]
+        return encode_references(self.pipe, sized, self.device)
 
     def _noise(self, seed: int, batch: int, latent_h: int, latent_w: int, dtype: torch.dtype) -> torch.Tensor:
         # One CPU generator per image (seed, seed+1, ...): image k of a batch is

@@ -1,7 +1,9 @@
 """Train a LoRA on the Kontext transformer from before/after pairs.
 
 The loss is rectified-flow matching with the input image's tokens appended
-after the noisy target tokens, exactly as the engine runs them at inference.
+after the noisy target tokens, exactly as the engine runs them at inference:
+the images, the captions and the transformer call go through engine/kontext.py,
+as an edit's do.
 Text embeddings and latents are computed once. A fixed seed fixes everything:
 the LoRA's initial weights, the order of the pairs, the noise and the caption
 dropout; a run stopped at a checkpoint and resumed ends with the same weights
@@ -22,8 +24,9 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from ..engine import kontext
 from ..engine.lora_formats import diffusers_lora_to_bfl
-from ..engine.tokens import grid_ids, pack, reference_ids
+from ..engine.tokens import pack
 from ..resolution import PREFERRED_SIZES, nearest_preferred_size
 from ..schema import EditCancelled
 from ..training_options import TrainingOptions
@@ -33,7 +36,6 @@ ADAPTER = "fluxedit_training"  # not "train": that name clashes with nn.Module.t
 ATTENTION = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
 # targets="all" adds the MLPs and the projections in and out of the token stream.
 MLPS = ["ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2", "proj_mlp", "proj_out", "x_embedder"]
-T5_TOKENS = 512
 
 
 TrainConfig = TrainingOptions  # the name the worker still uses; the options are defined in training_options
@@ -118,24 +120,17 @@ class Trainer:
         self.optimizer = self._optimizer()
 
     def _example(self, pair: Pair) -> Example:
+        """The pair as an edit sees it: the start image is the reference, the end image the output, both at the
+        bucket's size (the output's grid and the reference's are the same)."""
         width, height = bucket_size(pair.start.image.width, pair.start.image.height, self.config.resolution)
-        start, end = self._latent(pair.start.image, width, height), self._latent(pair.end.image, width, height)
-        rows, cols = start.shape[2] // 2, start.shape[3] // 2
-        positions = torch.cat([grid_ids(rows, cols), reference_ids([(rows, cols)])])
+        start = kontext.encode_latent(self.pipe, pair.start.image, width, height, self.device)
+        end = kontext.encode_latent(self.pipe, pair.end.image, width, height, self.device)
+        positions = kontext.position_ids(kontext.latent_grid(end), [kontext.latent_grid(start)])
         dtype = self.transformer.dtype
         return Example(pair.name, pack(end), pack(start), positions.to(self.device, dtype), pair.caption)
 
-    def _latent(self, image, width: int, height: int) -> torch.Tensor:
-        processor, vae = self.pipe.image_processor, self.pipe.vae
-        pixels = processor.preprocess(processor.resize(image, height, width), height, width)
-        latent = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist.mode()
-        return ((latent - vae.config.shift_factor) * vae.config.scaling_factor).to(self.transformer.dtype)
-
-    def _encode_text(self, caption: str):
-        text, pooled, text_ids = self.pipe.encode_prompt(
-            prompt=caption, prompt_2=None, device=self.device, num_images_per_prompt=1, max_sequence_length=T5_TOKENS
-        )
-        return text.to(self.transformer.dtype), pooled.to(self.transformer.dtype), text_ids
+    def _encode_text(self, caption: str) -> kontext.PromptEmbeddings:
+        return kontext.encode_prompt(self.pipe, caption, self.device)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         if self.config.optimizer == "adamw8bit":
@@ -182,21 +177,20 @@ class Trainer:
         noise = torch.randn(example.output_tokens.shape, generator=self.generator).to(self.device)
         sigma = torch.sigmoid(torch.randn(1, generator=self.generator)).item()  # logit-normal noise levels
         dropped = torch.rand(1, generator=self.generator).item() < self.config.caption_dropout
-        text, pooled, text_ids = self.embeddings["" if dropped else example.caption]
+        prompt = self.embeddings["" if dropped else example.caption]
         clean = example.output_tokens.float()
-        noisy = ((1 - sigma) * clean + sigma * noise).to(self.transformer.dtype)
-        velocity = noise - clean
         dtype = self.transformer.dtype
-        prediction = self.transformer(
-            hidden_states=torch.cat([noisy, example.reference_tokens], dim=1),
-            timestep=torch.full((1,), sigma, device=self.device, dtype=dtype),
-            guidance=torch.full((1,), self.config.guidance, device=self.device, dtype=torch.float32),
-            pooled_projections=pooled,
-            encoder_hidden_states=text,
-            txt_ids=text_ids,
-            img_ids=example.position_ids,
-            return_dict=False,
-        )[0][:, : noisy.shape[1]]
+        noisy = ((1 - sigma) * clean + sigma * noise).to(dtype)
+        velocity = noise - clean
+        prediction = kontext.predict(
+            self.transformer,
+            noisy,
+            example.reference_tokens,
+            kontext.timesteps(sigma, 1, dtype, self.device),
+            torch.full((1,), self.config.guidance, device=self.device, dtype=torch.float32),
+            prompt,
+            example.position_ids,
+        )
         loss = torch.nn.functional.mse_loss(prediction.float(), velocity)
         loss.backward()
         self.optimizer.step()
