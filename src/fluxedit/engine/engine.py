@@ -149,7 +149,8 @@ class Engine:
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> Engine:
-        """The engine that `config` (Settings.engine_config) describes: the one way edit, train and serve build it."""
+        """The engine that `config` (Settings.engine_config) describes: how `edit` and each worker of `serve` build
+        theirs (`train` loads its model from the same config, EngineConfig.training_model_arguments)."""
         options = EngineOptions(config.cache_mode, config.cache_threshold, config.attention, config.max_loras)
         return cls.load(safety_model=config.safety_model, options=options, **config.model_arguments())
 
