@@ -48,8 +48,11 @@ async def stdio_session(command: list[str], server_url: str, api_key: str | None
 
 
 @asynccontextmanager
-async def http_session(url: str, api_key: str | None) -> AsyncIterator[Client]:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+async def http_session(url: str, api_key: str | None, header: str = "Authorization") -> AsyncIterator[Client]:
+    """The key as `Authorization: Bearer KEY`, or with header="X-API-Key" in that header."""
+    headers = {}
+    if api_key:
+        headers[header] = f"Bearer {api_key}" if header == "Authorization" else api_key
     async with (
         httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
         Client(streamable_http_client(url, http_client=http)) as client,
