@@ -91,4 +91,4 @@ def test_the_x_api_key_header_works_too(keyed):
 
     result = anyio.run(scenario)
     assert not result.is_error, texts(result)
-    assert result.structured_content == {"data": []}
+    assert isinstance(result.structured_content["data"], list)
