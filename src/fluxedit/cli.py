@@ -311,7 +311,7 @@ def _resolve_lora(where: str, field: str, token: str | None) -> str:
     if path.is_file():
         return str(path)
     from .schema import InputError
-    from .service.loras import HUB_REF, download_hub_lora
+    from .service.lora_resolver import HUB_REF, download_hub_lora
 
     match = HUB_REF.match(where)
     if match is None:

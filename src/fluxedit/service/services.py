@@ -15,7 +15,8 @@ from .events import EventHub
 from .fetch import UrlPolicy
 from .inputs import InputResolver
 from .keys import KeyRing
-from .loras import LoraResolver, LoraStore
+from .lora_resolver import LoraResolver
+from .loras import LoraStore
 from .metrics import ServiceMetrics
 from .notify import PredictionWebhooks
 from .quota import StorageQuota
