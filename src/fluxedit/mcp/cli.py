@@ -18,7 +18,7 @@ def mcp_command(
         typer.Option(
             "--server",
             envvar="FLUXEDIT_BASE_URL",
-            help="The fluxedit server the tools call (`fluxedit serve`). [env: FLUXEDIT_BASE_URL]",
+            help="The fluxedit server the tools call (`fluxedit serve`).",
         ),
     ] = DEFAULT_SERVER,
     api_key: Annotated[
@@ -26,7 +26,7 @@ def mcp_command(
         typer.Option(
             "--api-key",
             envvar="FLUXEDIT_API_KEY",
-            help="The server's API key (not needed by a keyless server on this machine). [env: FLUXEDIT_API_KEY]",
+            help="The server's API key (not needed by a keyless server on this machine).",
             show_default=False,
         ),
     ] = None,
