@@ -12,7 +12,8 @@ from tests.mcp.helpers import EDIT_TOOLS, http_session, images, photo_base64, te
 def test_fluxedit_serve_mounts_mcp(keyed):
     assert keyed.serve_mounts_mcp, (
         "`fluxedit serve` answers 404 at /mcp: the app factory (src/fluxedit/api/app.py) must call "
-        "fluxedit.mcp.http.mount_mcp(app, settings); these tests used tests/mcp/mounted_server.py meanwhile"
+        "`mount_mcp(app, settings)` (from ..mcp.http) before returning the app; these tests used "
+        "tests/mcp/mounted_server.py meanwhile"
     )
 
 

@@ -14,8 +14,9 @@ FAST = {"num_inference_steps": 2, "seed": 11}
 def test_fluxedit_has_the_mcp_command(mcp_command):
     _command, wired = mcp_command
     assert wired, (
-        "`fluxedit mcp` is not a command yet: src/fluxedit/cli.py must register fluxedit.mcp.cli.mcp_command "
-        "(see docs/mcp.md); these tests ran `python -m fluxedit.mcp` meanwhile"
+        "`fluxedit mcp` is not a command yet: src/fluxedit/cli.py must register it, "
+        '`app.command("mcp")(mcp_command)` with `from .mcp.cli import mcp_command` (typer only, so --help stays '
+        "fast); these tests ran `python -m fluxedit.mcp` meanwhile"
     )
 
 
