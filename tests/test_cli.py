@@ -67,6 +67,25 @@ def test_references_and_default_output_name(photo, tmp_path):
     assert Image.open(io.BytesIO(output.read_bytes())).format == "JPEG"
 
 
+def test_a_reference_image_changes_the_result(photo, tmp_path):
+    """Same seed and prompt: the reference is part of what the model sees, and which reference matters."""
+    references = {}
+    for seed in (3, 4):
+        references[seed] = tmp_path / f"style-{seed}.png"
+        references[seed].write_bytes(encoded(pattern(300, 300, seed=seed), "PNG"))
+
+    def edit(name: str, *extra: str) -> bytes:
+        result = fluxedit("edit", str(photo), *extra, "-p", "in the style of the second image", "--model", "tiny",
+                          "--steps", "1", "--seed", "7", "--no-metadata", "-o", name, cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return (tmp_path / name).read_bytes()
+
+    alone = edit("alone.png")
+    with_three, with_four = edit("three.png", str(references[3])), edit("four.png", str(references[4]))
+    assert alone == edit("alone-again.png")  # deterministic, so a difference below is the reference's doing
+    assert with_three != alone and with_four != alone and with_three != with_four
+
+
 @pytest.mark.parametrize(
     ("make_input", "extra", "message"),
     [
