@@ -4,6 +4,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
 from fluxedit.store.database import MIGRATIONS, open_database, upgrade
@@ -35,4 +36,5 @@ def test_an_old_database_is_upgraded_in_place_without_losing_rows(tmp_path):
     with engine.connect() as connection:
         assert connection.execute(text("SELECT name FROM api_keys")).scalar() == "alice"
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == MigrationContext.configure(engine.connect()).get_current_revision() != "0001"
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head != "0001" and version == head  # upgraded to the newest migration on disk, not just past 0001
