@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .mcp.cli import mcp_command
 from .resolution import RESOLUTION_MODES
 
 # Each command imports what it needs when it runs: `fluxedit --help` or `keys list` never pays for torch,
@@ -707,6 +708,9 @@ def _kept_for(seconds: float | None) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
+
+
+app.command("mcp")(mcp_command)  # its module imports only typer: `fluxedit --help` stays fast
 
 
 def main() -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import httpx2
+from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, ImageContent, TextContent
 from PIL import Image
 
-from mcp import Client, StdioServerParameters, stdio_client
 from tests.service.server import Server, free_port
 
 EDIT_TOOLS = {"edit_image", "get_prediction", "list_loras", "start_training", "training_status"}

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from .. import __version__
 from ..config import Settings
 from ..imaging.decode import configure_decoding
+from ..mcp.http import mount_mcp
 from ..service.services import Services
 from . import health
 from .body_limit import install_body_limits
@@ -50,4 +51,5 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (predictions, webhook_log, files, loras, trainings, models, usage, health, *dialects):
         app.include_router(module.router)
     mount_playground(app)
+    mount_mcp(app, settings)  # /mcp: the MCP tools over streamable HTTP, with the same API keys
     return app
