@@ -6,7 +6,7 @@ FLUXEDIT := $(VENV)/bin/fluxedit
 # The model `make serve` uses: the real one by default; MODEL=tiny runs anywhere (its images are noise).
 MODEL ?= black-forest-labs/FLUX.1-Kontext-dev
 
-.PHONY: serve test install install-test browser lint clean
+.PHONY: serve test screenshots install install-test browser lint clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -43,6 +43,11 @@ lint: install-test
 
 test: install-test lint
 	$(PY) -m pytest
+
+# Screenshots of every test run land in build/screenshots/ (git-ignored); this refreshes the tracked
+# docs/playground.png from a fresh run of the edit-flow test, on purpose.
+screenshots: install-test
+	FLUXEDIT_UPDATE_DOCS_SCREENSHOT=1 FLUXEDIT_REQUIRE_BROWSER=1 $(PY) -m pytest tests/web/test_edit_flow.py
 
 clean:
 	rm -rf $(VENV) out
