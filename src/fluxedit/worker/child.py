@@ -30,6 +30,7 @@ from .messages import (
     InputFile,
     JobResult,
     LoadFailed,
+    LoraFile,
     Progress,
     Ready,
     RunBatch,
@@ -254,20 +255,14 @@ class Worker:
         requests, runnable = [], []
         for job in jobs:
             try:
-                images = [
-                    decode_image(
-                        self.reader.read_file(image.id, size=image.size, sha256=image.sha256), field=image.field
-                    )
-                    for image in job.images
-                ]
+                images = [decode_image(self._read(image), field=image.field) for image in job.images]
             except (InputError, OSError) as error:
                 self.conn.send(Failed(job.id, "INPUT_VALIDATION_ERROR", str(error)))
                 continue
             loras = [
-                LoraSpec(path=lora.server_path or str(self.reader.lora_path(lora.digest)), digest=lora.digest,
-                         scale=lora.scale, field=lora.field)
+                LoraSpec(path=self._lora_path(lora), scale=lora.scale, field=lora.field, digest=lora.digest)
                 for lora in job.loras
-            ]  # fmt: skip
+            ]
             requests.append(
                 EditRequest(EditSettings(**job.settings), images, safety_check=job.safety_check, loras=loras)
             )
@@ -276,6 +271,10 @@ class Worker:
 
     def _read(self, image: InputFile) -> bytes:
         return self.reader.read_file(image.id, size=image.size, sha256=image.sha256)
+
+    def _lora_path(self, lora: LoraFile) -> str:
+        """A LoRA from the store, by its digest; one from the operator's LoRA folder is only on this machine."""
+        return lora.server_path or str(self.reader.lora_path(lora.digest))
 
     def _fail_all(self, jobs: list[EditJob], ended: set[str], code: str, message: str) -> None:
         for job in jobs:
