@@ -87,6 +87,7 @@ class Prediction(Base):
     __table_args__ = (
         Index("ix_predictions_owner_created", "owner_key_id", "created_at"),
         Index("ix_predictions_status_created", "status", "created_at"),
+        Index("ix_predictions_batch", "batch_id", "batch_index"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -117,6 +118,33 @@ class Prediction(Base):
     webhook_events: Mapped[list | None] = mapped_column(JSON, nullable=True)  # the dialect's event filter
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # A prediction of a batch (POST /v1/batches): which one, its place in it and the input's name there
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
+    batch_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    batch_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class Batch(Base):
+    """One edit over many images (POST /v1/batches): its predictions are ordinary ones, linked by batch_id.
+
+    Its counts and progress are read from its predictions; only its end is stored here: `processing` until
+    the last of them ends, then `success` (or `cancelled` at once after a cancel), completed_at set then."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_owner_created", "owner_key_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    status: Mapped[Status] = mapped_column(StatusColumn())
+    total: Mapped[int] = mapped_column(Integer)
+    input: Mapped[dict] = mapped_column(JSON)  # the template every prediction of it starts from
+    skipped: Mapped[list] = mapped_column(JSON, default=list)  # zip members left out: name and reason
+    base_url: Mapped[str] = mapped_column(Text, default="")
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)  # called once, when the batch ends
+    webhook_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prediction_webhooks: Mapped[bool] = mapped_column(Boolean, default=False)  # each prediction's own too
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
