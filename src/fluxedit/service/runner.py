@@ -21,7 +21,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..schema import ENDED_STATUSES, EditInput, Status
+from ..schema import EditInput, Status
 from ..store.files import FileStore
 from ..store.models import Prediction
 from ..worker.messages import WorkerEvent
@@ -41,7 +41,6 @@ from .status_effects import QueueGauge, subscribe_prediction_effects
 from .timeouts import CANCEL_GRACE_S, Deadlines
 from .worker_events import WorkerEvents
 
-TERMINAL = ENDED_STATUSES  # the older name, for API modules not yet moved to Status.ended (remove once none is)
 MAX_ATTEMPTS = 2  # a prediction interrupted by a server stop runs once more, then fails
 RUNNING = (Status.starting, Status.processing)
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..schema import ACTIVE_STATUSES, ENDED_STATUSES, InputError, Status
+from ..schema import ACTIVE_STATUSES, InputError, Status
 from ..store.models import Training, utcnow
-from ..training_options import TrainingInput, validated_training_input  # noqa: F401 (api/seed imported it here)
+from ..training_options import TrainingInput
 from ..worker.messages import (
     TrainCancelled,
     TrainDone,
@@ -42,7 +42,6 @@ from .status_effects import subscribe_training_effects
 from .training_data import unpack
 
 log = logging.getLogger(__name__)
-TERMINAL = ENDED_STATUSES  # the older name, for API modules not yet moved to Status.ended (remove once none is)
 MAX_CRASHES = 3  # a training that kills its worker this often is failed, not retried for ever
 
 
