@@ -16,11 +16,11 @@ import pytest
 
 from fluxedit.schema import InputDownloadError, InputError
 from fluxedit.service import fetch
+from fluxedit.service.data_uri import parse_data_uri
 from fluxedit.service.fetch import (
     UrlPolicy,
     address_allowed,
     fetch_bytes,
-    parse_data_uri,
     parse_http_url,
     post_checked,
 )

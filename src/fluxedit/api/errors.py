@@ -20,8 +20,8 @@ from starlette.exceptions import HTTPException
 from ..schema import InputError, input_error_from
 from ..service.admission import SpendingLimitReached, TooManyRequests
 from ..service.caller_predictions import PredictionNotFound
+from ..service.intake import KeyRequired, NoWorkers
 from ..service.quota import QuotaExceeded
-from ..service.runner import KeyRequired, NoWorkers
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import anyio
 import httpx
 
 from ..schema import InputDownloadError, InputError
-from .data_uri import megabytes, parse_data_uri  # noqa: F401  (parse_data_uri: callers import it from here too)
+from .data_uri import megabytes
 from .url_policy import IPAddress, UrlPolicy, address_allowed
 
 INVALID_URL = "Invalid URL."

@@ -24,7 +24,8 @@ from ..schema import EditInput, InputError
 from ..store.files import CONTENT_TYPES, FileStore
 from ..store.models import StoredFile
 from .access import is_loopback_host
-from .fetch import UrlPolicy, fetch_bytes, parse_data_uri, parse_http_url
+from .data_uri import parse_data_uri
+from .fetch import UrlPolicy, fetch_bytes, parse_http_url
 from .keys import Caller
 from .urls import stored_file_reference
 

@@ -30,7 +30,7 @@ from .admission import Admission
 from .dispatch import Dispatcher
 from .events import EventHub
 from .inputs import InputResolver
-from .intake import VERSION, Intake, KeyRequired, NoWorkers  # noqa: F401 (the API imports them from here)
+from .intake import Intake
 from .keys import Caller, KeyRing
 from .lifecycle import Lifecycle
 from .metrics import ServiceMetrics

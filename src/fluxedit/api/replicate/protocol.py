@@ -14,8 +14,8 @@ from pydantic.json_schema import SkipJsonSchema
 from ...resolution import ASPECT_RATIOS
 from ...schema import MAX_PROMPT_CHARS, MAX_SEED, EditInput, InputError, validated_input
 from ...service.fetch import MAX_URL_CHARS
+from ...service.intake import VERSION
 from ...service.notify import EVENTS
-from ...service.runner import VERSION
 from ..bodies import optional_string, required_object, shown
 from .inputs import MATCH_INPUT, MODEL_NAME, their_error, to_edit_input
 

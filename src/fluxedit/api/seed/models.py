@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ...schema import MODEL_SLUG, EditInput
+from ...service.intake import VERSION
 from ...service.pricing import price_rule
-from ...service.runner import VERSION
 from ..deps import ServicesDep
 from ..errors import SEED_ERRORS, not_found
 from .protocol import ModelCard, ModelList
