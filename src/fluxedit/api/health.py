@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from ..worker.messages import WorkerState
 from ..worker.pool_protocol import WorkerView
-from .deps import services
+from .deps import ServicesDep
 
 router = APIRouter(tags=["operations"])
+HealthStatus = Literal["ready", "busy", "starting", "failed"]
 
 
-def health_state(workers: Sequence[WorkerView]) -> tuple[str, str | None]:
+class WorkerHealth(BaseModel):
+    name: str
+    state: WorkerState
+    reason: str | None = None
+    restarts: int = 0
+    pid: int | None = None
+    device: str | None = Field(None, description="Where its model runs, once loaded (cuda:0, cpu, ...).")
+    memory_mode: str | None = None
+    attention: str | None = None
+    notes: list[str] | None = None
+
+
+class Health(BaseModel):
+    status: HealthStatus = Field(description="ready or busy: 200; starting or failed: 503.")
+    reason: str | None = Field(None, description="Why it failed, when it did.")
+    workers: list[WorkerHealth]
+    queue_depth: int = Field(description="Predictions waiting for a worker.")
+
+
+def health_state(workers: Sequence[WorkerView]) -> tuple[HealthStatus, str | None]:
     states = [w.state for w in workers]
     if WorkerState.ready in states:
         return "ready", None
@@ -27,26 +49,41 @@ def health_state(workers: Sequence[WorkerView]) -> tuple[str, str | None]:
     return "starting", None
 
 
-def worker_view(worker: WorkerView) -> dict:
-    shown = {"name": worker.name, "state": worker.state.value, "reason": worker.reason}
-    shown |= {"restarts": worker.restarts, "pid": worker.pid}
-    return shown | (worker.info.as_dict() if worker.info else {})
+def worker_health(worker: WorkerView) -> WorkerHealth:
+    loaded = worker.info.as_dict() if worker.info else {}
+    return WorkerHealth(name=worker.name, state=worker.state, reason=worker.reason, restarts=worker.restarts,
+                        pid=worker.pid, **loaded)  # fmt: skip
 
 
-@router.get("/health")
-async def health(request: Request) -> JSONResponse:
-    found = services(request)
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "No worker can take work (yet): starting, or failed."}},
+)
+async def health(found: ServicesDep) -> JSONResponse:
     workers = found.pool.workers()
     status, reason = health_state(workers)
-    body = {
-        "status": status,
-        "reason": reason,
-        "workers": [worker_view(w) for w in workers],
-        "queue_depth": int(found.metrics.queue_depth._value.get()),
-    }
-    return JSONResponse(body, status_code=200 if status in ("ready", "busy") else 503)
+    body = Health(
+        status=status,
+        reason=reason,
+        workers=[worker_health(w) for w in workers],
+        queue_depth=int(found.metrics.queue_depth._value.get()),
+    )
+    # Fields a worker has not reported yet stay out, as before: a load balancer reads status alone.
+    shown = body.model_dump(mode="json", exclude_none=False)
+    shown["workers"] = [w.model_dump(mode="json", exclude_unset=True) for w in body.workers]
+    return JSONResponse(shown, status_code=200 if status in ("ready", "busy") else 503)
 
 
-@router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    return Response(generate_latest(services(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            "description": "Prometheus text format.",
+        }
+    },
+)
+async def metrics(found: ServicesDep) -> Response:
+    return Response(generate_latest(found.metrics.registry), media_type=CONTENT_TYPE_LATEST)
