@@ -151,6 +151,12 @@ class Settings(BaseSettings):
     max_queue_per_key: int = Field(200, ge=0)
     """Predictions one key (or the keyless caller) may have waiting; past it, its creates answer 429 with
     Retry-After, so one caller cannot fill the whole queue. 0: no per-key limit."""
+    max_batch_images: int = Field(10_000, ge=1)
+    """Images one batch (POST /v1/batches) may hold, and one key may have waiting in its batches together; a batch
+    is admitted whole, past this with 422 (too big) or 429 (the key's batches are full). Not counted against
+    max_queue_per_key, which limits single predictions."""
+    max_batch_queue: int = Field(50_000, ge=1)
+    """Images waiting in every key's batches together; past it, a new batch answers 429 with Retry-After."""
     rate_limit: int = Field(600, ge=0)
     """Predictions one key may create per minute, every create request counting; past it, 429 with Retry-After.
     0: no limit."""

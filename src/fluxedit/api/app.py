@@ -21,7 +21,7 @@ from .playground import mount_playground
 from .replicate import errors as replicate_errors
 from .replicate import predictions as replicate_predictions
 from .replicate import webhooks as replicate_webhooks
-from .seed import files, loras, models, predictions, trainings, usage, webhook_log
+from .seed import batches, files, loras, models, predictions, trainings, usage, webhook_log
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_body_limits(app, settings)  # every body counted while it streams: 413 past its endpoint's limit
     configure_decoding(settings.max_input_pixels, settings.decode_memory_bytes, settings.decode_concurrency)
     dialects = (replicate_predictions, replicate_webhooks, openai_images)  # Replicate's and OpenAI's clients
-    for module in (predictions, webhook_log, files, loras, trainings, models, usage, health, *dialects):
+    for module in (predictions, batches, webhook_log, files, loras, trainings, models, usage, health, *dialects):
         app.include_router(module.router)
     mount_playground(app)
     mount_mcp(app, settings)  # /mcp: the MCP tools over streamable HTTP, with the same API keys

@@ -1,10 +1,10 @@
 """Every request body is counted while it streams, and refused with 413 naming the limit once past it.
 
 The limit follows what an endpoint takes: a JSON request, one image upload, the images of an OpenAI edit,
-a LoRA file, a training zip. A declared Content-Length past it is refused before a byte is read; a chunked
-body is cut off as soon as it passes it. The error is raised from `receive`, inside the endpoint that reads
-the body, so the app's error handlers answer it in the dialect's own shape; it closes the connection, so
-the rest of the body is never read.
+a LoRA file, a training zip, a batch's zip of images. A declared Content-Length past it is refused before a
+byte is read; a chunked body is cut off as soon as it passes it. The error is raised from `receive`, inside
+the endpoint that reads the body, so the app's error handlers answer it in the dialect's own shape; it closes
+the connection, so the rest of the body is never read.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..config import Settings
 from .errors import ApiError
 from .openai.images import MAX_IMAGES
+from .seed.batches import MAX_ZIP_BYTES as MAX_BATCH_ZIP_BYTES
 from .seed.trainings import MAX_DATA_BYTES
 from .uploads import MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD
 
@@ -59,6 +60,12 @@ def body_limits(settings: Settings) -> tuple[list[BodyLimit], BodyLimit]:
             MAX_DATA_BYTES + MULTIPART_OVERHEAD,
             f"a training upload (a zip of {size_text(MAX_DATA_BYTES)} and {form})",
             multipart_only=True,
+        ),
+        BodyLimit(
+            _path("/v1/batches"),
+            MAX_BATCH_ZIP_BYTES + MULTIPART_OVERHEAD,
+            f"a batch upload (a zip of {size_text(MAX_BATCH_ZIP_BYTES)} and {form})",
+            multipart_only=True,  # a JSON batch (URLs, file ids) has the JSON limit
         ),
     ]
     json_limit = BodyLimit(re.compile(""), settings.max_json_bytes, "a JSON request (FLUXEDIT_MAX_JSON_BYTES)")

@@ -4,6 +4,11 @@ The limits are checked inside the transaction that inserts the prediction, after
 the database's write lock) and with no await in between, so concurrent creates cannot all pass one check.
 A key's spending counts the price of its queued and running predictions as well as its finished ones;
 a prediction whose input image is fetched later reserves the most it can cost until its size is known.
+
+A batch's predictions (POST /v1/batches) are admitted whole, by `check_batch`: their images are counted
+against limits of their own (BatchLimits), not the queue limits of single predictions, which count only
+predictions outside batches. A 1,000-image batch is one request a user expects taken whole, not refused
+because it is longer than the per-key queue; and a key's waiting batch does not block its single edits.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..resolution import ASPECT_RATIOS, output_size
@@ -49,6 +55,12 @@ class RateLimited(TooManyRequests):
 
 class SpendingLimitReached(FluxeditError):
     pass
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_images: int  # in one batch, and waiting in one key's batches together (FLUXEDIT_MAX_BATCH_IMAGES)
+    max_queue: int  # waiting in every key's batches together (FLUXEDIT_MAX_BATCH_QUEUE)
 
 
 def price_ceiling(edit_input: EditInput, price_per_image: float) -> float:
@@ -102,12 +114,13 @@ class Admission:
         """Refuse a prediction costing `cost` that would pass a limit. `new_id`: the prediction, already
         inserted in this transaction, left out of the counts."""
         others = [Prediction.id != new_id] if new_id else []
-        waiting = session.scalar(select(func.count()).where(Prediction.status == WAITING, *others))
+        single = Prediction.batch_id.is_(None)  # a batch's images have limits of their own (check_batch)
+        waiting = session.scalar(select(func.count()).where(Prediction.status == WAITING, single, *others))
         if waiting >= self.max_queue:
             raise QueueFull(f"the queue is full ({waiting} predictions waiting, at most {self.max_queue}); retry later")
         mine = [Prediction.owner_key_id == caller.key_id, *others]
         if self.max_queue_per_key > 0:
-            queued = session.scalar(select(func.count()).where(Prediction.status == WAITING, *mine))
+            queued = session.scalar(select(func.count()).where(Prediction.status == WAITING, single, *mine))
             if queued >= self.max_queue_per_key:
                 raise QueueFull(
                     f"this key has {queued} predictions waiting, at most {self.max_queue_per_key} per key; "
@@ -116,8 +129,35 @@ class Admission:
         if caller.spending_limit is not None:
             self._check_spending(session, caller, cost, mine)
 
+    def check_batch(
+        self, session: Session, caller: Caller, cost: float, batch_id: str, size: int, limits: BatchLimits
+    ) -> None:
+        """Refuse a batch of `size` images costing `cost` in all, its rows already inserted in this transaction:
+        past the batch queues (every key's, this key's) or the key's spending limit. The whole batch or nothing."""
+        other_batches = [
+            Prediction.status == WAITING,
+            Prediction.batch_id.is_not(None),
+            Prediction.batch_id != batch_id,
+        ]
+        waiting = session.scalar(select(func.count()).where(*other_batches))
+        if waiting + size > limits.max_queue:
+            raise QueueFull(
+                f"the batch queue is full: {waiting} images wait in batches, and this batch's {size} would pass "
+                f"the {limits.max_queue} this server takes (FLUXEDIT_MAX_BATCH_QUEUE); retry later"
+            )
+        mine = session.scalar(select(func.count()).where(*other_batches, Prediction.owner_key_id == caller.key_id))
+        if mine + size > limits.max_images:
+            raise QueueFull(
+                f"this key has {mine} images waiting in its batches; with this batch's {size} that passes the "
+                f"{limits.max_images} one key may have waiting (FLUXEDIT_MAX_BATCH_IMAGES); retry when some have run"
+            )
+        if caller.spending_limit is not None:
+            others = or_(Prediction.batch_id.is_(None), Prediction.batch_id != batch_id)
+            what = f"this batch (${cost:.3f} for {size} images, reserved at once)"
+            self._check_spending(session, caller, cost, [Prediction.owner_key_id == caller.key_id, others], what)
+
     @staticmethod
-    def _check_spending(session: Session, caller: Caller, cost: float, mine: list) -> None:
+    def _check_spending(session: Session, caller: Caller, cost: float, mine: list, what: str = "") -> None:
         success = Prediction.status == Status.success
         spent, reserved = session.execute(
             select(
@@ -126,7 +166,8 @@ class Admission:
             ).where(Prediction.status.in_(CHARGED), *mine)
         ).one()
         if round(spent + reserved + cost, 6) > caller.spending_limit:
+            what = what or f"this prediction (${cost:.3f})"
             raise SpendingLimitReached(
-                f"this prediction (${cost:.3f}) would pass this key's ${caller.spending_limit:.2f} spending limit: "
+                f"{what} would pass this key's ${caller.spending_limit:.2f} spending limit: "
                 f"${spent:.3f} spent and ${reserved:.3f} reserved by its queued and running predictions"
             )

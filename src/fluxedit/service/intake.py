@@ -91,10 +91,7 @@ class Intake:
 
         def admitted(session: Session) -> None:  # in the insert's transaction, with no await: the checks hold
             self.check(caller, prediction.cost, session, prediction.id)
-            if caller.key_id is None and session.scalar(select(ApiKey.id).limit(1)) is not None:
-                # The first key appeared while this keyless request was on its way (after the first key's
-                # adoption ran): refused, rather than stored without an owner where no view shows it.
-                raise KeyRequired("an API key is required: keys were created on this server while this request ran")
+            refuse_late_keyless(caller, session)
 
         self.context.lifecycle.create(prediction, admitted)  # its webhook's "start" is stored with it
         return prediction
@@ -107,11 +104,22 @@ class Intake:
 
     def check(self, caller: Caller, cost: float, session: Session | None = None, new_id=None) -> None:
         """Refuse what cannot or may not run: no worker left, a full queue, a passed spending limit."""
-        workers = self.context.pool.workers()
-        if workers and all(w.state == WorkerState.failed for w in workers):
-            raise NoWorkers(f"no worker can run predictions: {workers[0].reason}")
+        self.check_workers()
         if session is not None:
             self.admission.check(session, caller, cost, new_id)
             return
         with self.context.sessions() as session:
             self.admission.check(session, caller, cost)
+
+    def check_workers(self) -> None:
+        """Refuse new work when every worker failed to load the model: nothing could ever run it."""
+        workers = self.context.pool.workers()
+        if workers and all(w.state == WorkerState.failed for w in workers):
+            raise NoWorkers(f"no worker can run predictions: {workers[0].reason}")
+
+
+def refuse_late_keyless(caller: Caller, session: Session) -> None:
+    """In a create's transaction: the first key appeared while this keyless request was on its way (after the
+    first key's adoption ran): refused, rather than stored without an owner where no view shows it."""
+    if caller.key_id is None and session.scalar(select(ApiKey.id).limit(1)) is not None:
+        raise KeyRequired("an API key is required: keys were created on this server while this request ran")

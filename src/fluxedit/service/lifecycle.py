@@ -6,7 +6,8 @@ lines) in one transaction. What follows a change subscribes to it instead of bei
   commits with the change or not at all (the webhook outbox row: a change never loses its webhook);
 - after the commit (`after_commit`): waking waiters and streams, metrics, the queue gauge.
 An ended status is final: a late change of an ended row is ignored. Predictions and trainings each have
-one Lifecycle (their row type), with the same rules.
+one Lifecycle (their row type), with the same rules. A batch's predictions are created (and cancelled) in
+bulk, many rows in one transaction (`create_many`, `change_many`): each row still sends its own change.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..schema import Status
 from ..store.models import utcnow
 
 log = logging.getLogger(__name__)
+BULK_CHUNK = 500  # rows read per query by change_many (a database caps the parameters of one statement)
 
 
 @dataclass(frozen=True)
@@ -49,26 +52,34 @@ class Lifecycle:
         self.row_type = row_type
         self.cleared_on_requeue = cleared_on_requeue  # fields a return to `created` resets (a prediction's start)
         self._within: list[WithinTransaction] = []
-        self._after: list[AfterCommit] = []
+        self._after: list[tuple[AfterCommit, bool]] = []
 
     def within_transaction(self, subscriber: WithinTransaction) -> None:
         self._within.append(subscriber)
 
-    def after_commit(self, subscriber: AfterCommit) -> None:
-        self._after.append(subscriber)
+    def after_commit(self, subscriber: AfterCommit, *, once_per_commit: bool = False) -> None:
+        """`once_per_commit`: after a bulk commit, called once (with its last change) instead of once per row:
+        for what recounts everything anyway (the queue gauge)."""
+        self._after.append((subscriber, once_per_commit))
 
     def create(self, row, check: Callable[[Session], None] | None = None) -> None:
         """Insert a new row (status `created`). `check` runs after the insert, in its transaction: what it raises
         refuses the row (nothing is stored, nobody is told)."""
+        self.create_many([row], check)
+
+    def create_many(self, rows: list, check: Callable[[Session], None] | None = None, companions: list = ()) -> None:
+        """Insert new rows (status `created`) in one transaction, with `companions` (rows of other tables that
+        they refer to, such as their batch): all of them or, when `check` raises, none."""
         with self.sessions.begin() as session:
-            session.add(row)
+            session.add_all([*companions, *rows])
             session.flush()  # the insert takes the write lock first, so a check's counts see every other create
             if check is not None:
                 check(session)
-            change = StatusChange(detached_copy(row), None, logged=False)
-            for subscriber in self._within:
-                subscriber(session, change)
-        self._announce(change)
+            changes = [StatusChange(detached_copy(row), None, logged=False) for row in rows]
+            for change in changes:
+                for subscriber in self._within:
+                    subscriber(session, change)
+        self._announce(changes)
 
     def change(
         self, row_id: str, status: Status, *, log_line: str | None = None, metrics_update=None, **fields
@@ -78,22 +89,43 @@ class Lifecycle:
             row = session.get(self.row_type, row_id)
             if row is None or row.status.ended:
                 return False  # an end is final: a late worker message cannot change it
-            previous = row.status
-            row.status = status
-            if status == Status.created:
-                for name in self.cleared_on_requeue:
-                    setattr(row, name, None)
-            for name, value in fields.items():
-                setattr(row, name, value)
-            if metrics_update:
-                row.metrics = {**row.metrics, **metrics_update}
-            if log_line:
-                row.logs = row.logs + stamped(log_line)
-            change = StatusChange(detached_copy(row), previous, logged=bool(log_line))
-            for subscriber in self._within:
-                subscriber(session, change)
-        self._announce(change)
+            change = self._apply(session, row, status, log_line, metrics_update, fields)
+        self._announce([change])
         return True
+
+    def change_many(
+        self, row_ids: list[str], status: Status, *, only_from: Status | None = None, log_line: str | None = None,
+        **fields,
+    ) -> list[str]:  # fmt: skip
+        """Move many rows to `status` in one transaction (those still `only_from`, when given); the ids moved.
+        Each moved row is one change, as `change` makes it."""
+        changes = []
+        with self.sessions.begin() as session:
+            for start in range(0, len(row_ids), BULK_CHUNK):
+                chunk = row_ids[start : start + BULK_CHUNK]
+                for row in session.scalars(select(self.row_type).where(self.row_type.id.in_(chunk))):
+                    if row.status.ended or (only_from is not None and row.status != only_from):
+                        continue
+                    changes.append(self._apply(session, row, status, log_line, None, fields))
+        self._announce(changes)
+        return [change.id for change in changes]
+
+    def _apply(self, session: Session, row, status: Status, log_line, metrics_update, fields: dict) -> StatusChange:
+        previous = row.status
+        row.status = status
+        if status == Status.created:
+            for name in self.cleared_on_requeue:
+                setattr(row, name, None)
+        for name, value in fields.items():
+            setattr(row, name, value)
+        if metrics_update:
+            row.metrics = {**row.metrics, **metrics_update}
+        if log_line:
+            row.logs = row.logs + stamped(log_line)
+        change = StatusChange(detached_copy(row), previous, logged=bool(log_line))
+        for subscriber in self._within:
+            subscriber(session, change)
+        return change
 
     def fail(self, row_id: str, code: str, message: str, *, log_line: str | None = None, **fields) -> bool:
         """End a row with an error: its code, its message (also its log line, unless another is given)."""
@@ -102,12 +134,15 @@ class Lifecycle:
             log_line=log_line or message, **fields,
         )  # fmt: skip
 
-    def _announce(self, change: StatusChange) -> None:
-        for subscriber in self._after:
-            try:
-                subscriber(change)
-            except Exception:  # the change is committed: one failing subscriber must not stop the others
-                log.exception("a subscriber of the change of %s to %s failed", change.id, change.status)
+    def _announce(self, changes: list[StatusChange]) -> None:
+        if not changes:
+            return
+        for subscriber, once in self._after:
+            for change in changes[-1:] if once else changes:
+                try:
+                    subscriber(change)
+                except Exception:  # the change is committed: one failing subscriber must not stop the others
+                    log.exception("a subscriber of the change of %s to %s failed", change.id, change.status)
 
 
 def stamped(text: str) -> str:

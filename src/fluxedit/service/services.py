@@ -11,6 +11,9 @@ from ..store.database import open_database
 from ..store.files import FileStore, LocalStoreReader
 from ..worker.pool import LocalWorkerPool
 from ..worker.pool_protocol import WorkerPool
+from .admission import BatchLimits
+from .batch_ends import BatchEnds
+from .batches import Batches
 from .events import EventHub
 from .fetch import UrlPolicy
 from .inputs import InputResolver
@@ -22,6 +25,7 @@ from .notify import PredictionWebhooks
 from .quota import StorageQuota
 from .retention import Retention, sweep_forever
 from .runner import Runner
+from .status_effects import subscribe_batch_effects
 from .trainings import TrainingRunner
 from .webhook_schedule import RetrySchedule
 from .webhooks import WebhookSender
@@ -43,6 +47,7 @@ class Services:
     trainings: TrainingRunner
     quota: StorageQuota | None = None
     retention: Retention | None = None
+    batches: Batches | None = None
     _sweeper: asyncio.Task | None = None
 
     @classmethod
@@ -97,10 +102,14 @@ class Services:
         reader = LocalStoreReader(files.folder, loras.folder)  # the children read inputs and LoRAs by id from here
         pool = LocalWorkerPool(settings.engine_config(), settings.workers, reader)
         runner.attach_pool(pool)
+        batches = Batches(
+            runner, BatchLimits(settings.max_batch_images, settings.max_batch_queue), settings.price_per_image
+        )
+        subscribe_batch_effects(runner.context.lifecycle, BatchEnds(sender))  # a batch ends with its last prediction
         retention = Retention.from_settings(settings, sessions, files, quota)
         return cls(
             settings, sessions, files, keys, hub, metrics, runner, pool, sender, policy, loras, trainings,
-            quota=quota, retention=retention,
+            quota=quota, retention=retention, batches=batches,
         )  # fmt: skip
 
     async def start(self) -> None:

@@ -2,7 +2,9 @@
 
 Within the change's transaction: the webhook's delivery row (service/notify.py), so the change and its
 webhook commit together. After the commit: the ended-predictions counter, waking long-polls and SSE
-streams (the EventHub), and the queue-depth gauge.
+streams (the EventHub), and the queue-depth gauge (once per commit: a batch's thousand rows recount once).
+A prediction of a batch that ends may end its batch (service/batch_ends.py), in the same transaction, so the
+batch's end and its webhook commit with the change of its last prediction.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ def subscribe_prediction_effects(
                                                                           change.logged, session=session))  # fmt: skip
     lifecycle.after_commit(lambda change: count_ended(metrics, change))
     lifecycle.after_commit(lambda change: tell_waiters(hub, change))
-    lifecycle.after_commit(lambda change: queue_gauge.refresh())
+    lifecycle.after_commit(lambda change: queue_gauge.refresh(), once_per_commit=True)
+
+
+def subscribe_batch_effects(lifecycle: Lifecycle, batch_ends) -> None:
+    """`batch_ends`: service/batch_ends.py's BatchEnds, told of every change within its transaction."""
+    lifecycle.within_transaction(batch_ends.changed)
 
 
 def subscribe_training_effects(lifecycle: Lifecycle, hub: EventHub) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-from ...schema import MODEL_SLUG, EditInput, Status, validated_input
+from ...schema import MODEL_SLUG, EditInput, InputError, Status, validated_input
 from ...service.fetch import MAX_URL_CHARS
 from ...training_options import TrainingInput
 from ..bodies import optional_string, required_object, shown
@@ -303,3 +303,168 @@ class Usage(BaseModel):
     data: list[UsageDay]
     total: UsageTotals
     spending_limit: float | None
+
+
+# --- batches (POST /v1/batches: docs/api.md, "Batches") ----------------------------------------------------------
+
+MAX_BATCH_NAME_CHARS = 255
+
+
+class BatchImage(BaseModel):
+    """One image of a batch with its own prompt or name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(min_length=1, description="An http(s) URL, a file id (file_...), or a data URI.")
+    prompt: str | None = Field(None, min_length=1, description="This image's prompt instead of the template's.")
+    name: str | None = Field(
+        None, min_length=1, max_length=MAX_BATCH_NAME_CHARS, description="What results.zip calls its outputs."
+    )
+
+
+class BatchRequest(BaseModel):
+    """POST /v1/batches as JSON: one input template over many images."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "input": {"prompt": "put the product on a white background", "num_inference_steps": 28},
+                    "images": ["https://example.com/shoe-1.jpg", {"image": "file_abc123abc123", "name": "shoe-2.jpg"}],
+                }
+            ]
+        },
+    )
+
+    input: dict[str, Any] = Field(
+        description="The edit's input for every image (prompt and settings, LoRAs included), without image_url."
+    )
+    images: list[str | BatchImage] = Field(description="The images: each a URL, a file id or a data URI, or an object.")
+    webhook_url: str | None = Field(None, max_length=MAX_URL_CHARS, description="Called once, when the batch ends.")
+    webhook_secret: str | None = Field(
+        None, max_length=MAX_SECRET_CHARS, description="Signs the webhook (X-Webhook-Signature)."
+    )
+    prediction_webhooks: bool = Field(False, description="Also call webhook_url when each prediction ends.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checked(cls, body: Any) -> Any:
+        if not isinstance(body, dict):
+            return body
+        template = required_object(body, "input", "an object: the prompt and settings for every image")
+        images = body.get("images")
+        if not isinstance(images, list):
+            got = "" if images is None else f" (got {shown(images)})"
+            raise InputError("images", f"is required: a list of image URLs, file ids or objects{got}")
+        flags = body.get("prediction_webhooks", False)
+        if not isinstance(flags, bool):
+            raise InputError("prediction_webhooks", f"must be true or false (got {shown(flags)})")
+        return {
+            "input": template,
+            "images": [_batch_image(item, index) for index, item in enumerate(images)],
+            "webhook_url": optional_string(body, "webhook_url", max_chars=MAX_URL_CHARS, what="a URL"),
+            "webhook_secret": optional_string(body, "webhook_secret", max_chars=MAX_SECRET_CHARS),
+            "prediction_webhooks": flags,
+        }
+
+
+def _batch_image(item: Any, index: int) -> str | BatchImage:
+    field = f"images.{index}"
+    if isinstance(item, str) and item:
+        return item
+    if not isinstance(item, dict):
+        raise InputError(field, f"must be an image URL, a file id or an object with image (got {shown(item)})")
+    unknown = sorted(set(item) - {"image", "prompt", "name"})
+    if unknown:
+        raise InputError(f"{field}.{unknown[0]}", "is not a field of a batch image (image, prompt, name)")
+    for key, limit in (("image", None), ("prompt", None), ("name", MAX_BATCH_NAME_CHARS)):
+        value = item.get(key)
+        if key == "image" and not (isinstance(value, str) and value):
+            raise InputError(f"{field}.image", f"is required: a URL, a file id or a data URI (got {shown(value)})")
+        if value is not None and not (isinstance(value, str) and value):
+            raise InputError(f"{field}.{key}", f"must be a non-empty string (got {shown(value)})")
+        if limit is not None and value is not None and len(value) > limit:
+            raise InputError(f"{field}.{key}", f"must be at most {limit} characters (got {len(value)})")
+    return BatchImage(**item)
+
+
+class BatchUpload(BaseModel):
+    """POST /v1/batches, multipart/form-data: the images as a zip, the template as JSON text."""
+
+    data: Annotated[bytes, BINARY] = Field(
+        description="A .zip of JPEG, PNG or WebP images (others are listed as skipped), with an optional "
+        "prompts.csv (name,prompt) or prompts.jsonl ({name, prompt} per line) for per-image prompts."
+    )
+    input: str = Field(description='The template as JSON text, e.g. {"prompt": "...", "num_inference_steps": 28}.')
+    webhook_url: str | None = Field(None, description="Called once, when the batch ends.")
+    webhook_secret: str | None = Field(None, description="Signs the webhook.")
+    prediction_webhooks: bool = Field(False, description="Also call webhook_url when each prediction ends.")
+
+
+class BatchCounts(BaseModel):
+    created: int
+    starting: int
+    processing: int
+    success: int
+    error: int
+    cancelled: int
+
+
+class BatchProgress(BaseModel):
+    done: int = Field(description="Predictions that have ended, whatever their end.")
+    total: int
+    percent: float
+
+
+class BatchSkip(BaseModel):
+    name: str
+    reason: str
+
+
+class BatchUrls(BaseModel):
+    get: str
+    cancel: str
+    items: str
+    results: str
+
+
+class BatchView(BaseModel):
+    """A batch: its counts and progress are its predictions'; it ends when the last of them does."""
+
+    id: str
+    status: Literal[Status.processing, Status.success, Status.cancelled] = Field(
+        description="processing until every prediction has ended, then success (whatever each one's end); "
+        "cancelled after a cancel."
+    )
+    total: int
+    counts: BatchCounts
+    progress: BatchProgress
+    cost: float = Field(description="Dollars spent so far: its successful predictions.")
+    estimated_seconds_left: float | None = Field(description="From the pace so far; null before the first end.")
+    skipped: list[BatchSkip] = Field(description="Members of the zip that are not images, with the reason.")
+    input: dict[str, Any] = Field(description="The template.")
+    urls: BatchUrls
+    created_at: str | None
+    completed_at: str | None
+
+
+class BatchList(BaseModel):
+    data: list[BatchView]
+    next_cursor: str | None
+    next: str | None = Field(description="The URL of the next page, null on the last one.")
+
+
+class BatchItem(BaseModel):
+    index: int
+    name: str
+    prediction_id: str
+    status: Status
+    output: list[str] = Field(description="The output URLs once it has succeeded.")
+    error: str | None
+    seed: str | None
+
+
+class BatchItems(BaseModel):
+    items: list[BatchItem]
+    next: str | None = Field(description="The cursor of the next page (?cursor=), null on the last one.")
