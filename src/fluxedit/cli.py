@@ -192,10 +192,22 @@ def _flag_message(error: InputError) -> str:
 
 @app.command()
 def edit(
-    inputs: Annotated[list[Path], typer.Argument(help="The image to edit, then up to 3 reference images.")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="The image to edit, then up to 3 reference images. Or a folder: every JPEG, PNG and WebP image "
+            "in it gets the same edit (a second run skips those already in the output folder)."
+        ),
+    ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="The edit instruction.")],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output file; its extension sets the format.")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file; its extension sets the format. For a folder: the output folder (default: "
+            "FOLDER-edited), each output named after its input.",
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (random when absent; always printed).")] = None,
     steps: Annotated[int, typer.Option(help="Denoising steps, 1-50.")] = 28,
@@ -230,9 +242,38 @@ def edit(
     cache_threshold: CacheThresholdOption = None,
     max_loras: MaxLorasOption = None,
     safety_model: SafetyModelOption = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="Edit a folder on this fluxedit server (http://HOST:PORT) as one batch, instead of here.",
+            show_default=False,
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="The server's API key, with --server.", envvar="FLUXEDIT_API_KEY", show_default=False),
+    ] = None,
 ) -> None:
-    """Edit an image with an instruction and write the result."""
+    """Edit an image (or every image of a folder) with an instruction and write the result."""
     from .schema import InputError, validated_settings
+
+    if inputs[0].is_dir():
+        if len(inputs) > 1:
+            raise fail("a folder is edited without reference images: give the folder alone")
+        folder_settings = dict(
+            prompt=prompt, num_inference_steps=steps, guidance_scale=guidance, seed=seed, num_images=num_images,
+            output_format=fmt, output_quality=quality, resolution_mode=resolution_mode, write_metadata=metadata,
+            acceleration=acceleration,
+        )  # fmt: skip
+        engine_flags = dict(
+            model=model, components=components, device=device, dtype=dtype, memory=memory,
+            text_encoder_device=text_encoder_device, attention=attention, cache_mode=cache_mode,
+            cache_threshold=cache_threshold, max_loras=max_loras, safety_model=safety_model,
+        )  # fmt: skip
+        _edit_folder(inputs[0], output, folder_settings, lora or [], safety_checker, engine_flags, server, api_key)
+        return
+    if server is not None:
+        raise fail("--server edits a folder; give a folder of images (the Python SDK edits one image on a server)")
 
     config = _settings(
         model=model, components=components, device=device, dtype=dtype, memory=memory,
@@ -278,6 +319,80 @@ def edit(
         say(f"note: {line}")
 
 
+def _edit_folder(
+    folder: Path, output, fields: dict, lora: list[str], safety_checker: bool, engine_flags, server, api_key
+):
+    """`fluxedit edit FOLDER`: plan what is left to do, run it here or on the server, say what happened."""
+    from . import folder_edit
+    from .schema import InputError, OutputFormat, validated_settings
+
+    try:
+        if fields["output_format"] is not None:
+            fields["output_format"] = OutputFormat.parse(fields["output_format"])
+        settings = validated_settings(**fields)
+        loras = _lora_specs(lora)
+    except InputError as error:
+        raise fail(_flag_message(error)) from None
+    out = output if output is not None else folder.resolve().with_name(f"{folder.resolve().name}-edited")
+    if out.exists() and not out.is_dir():
+        raise fail(f"-o {out} is a file; with a folder, -o names the output folder")
+    try:
+        plan = folder_edit.plan_folder(folder, out, settings.output_format, settings.num_images)
+    except folder_edit.FolderError as error:
+        raise fail(str(error)) from None
+    for line in folder_edit.describe(plan):
+        say(line)
+    outcome = folder_edit.FolderOutcome()
+    try:
+        if plan.todo and server is not None:
+            outcome = _folder_on_server(plan, settings, loras, safety_checker, server, api_key)
+        elif plan.todo:
+            outcome = _folder_here(plan, settings, loras, safety_checker, _settings(**engine_flags))
+    except KeyboardInterrupt:
+        say("interrupted: run the same command again to go on where it stopped")
+        raise typer.Exit(130) from None
+    for line in folder_edit.summary(plan, outcome):
+        say(line)
+    if outcome.failures:
+        raise typer.Exit(1)
+
+
+def _folder_here(plan, settings, loras, safety_checker: bool, config: Settings):
+    from . import folder_edit
+    from .imaging.decode import decode_image
+
+    _check_model_source(config)
+    engine, lora_specs = _load_engine(config, loras)
+    from .engine import EditRequest
+
+    def edit_one(image_settings, picture, on_step):
+        request = EditRequest(image_settings, [picture], safety_check=safety_checker, loras=lora_specs)
+        return engine.edit(request, progress=lambda p: on_step(p.step))
+
+    def decode(path: Path):
+        return decode_image(path.read_bytes(), field=f"image {path.name}")
+
+    with folder_edit.FolderProgress(console, len(plan.todo), steps=settings.num_inference_steps) as progress:
+        return folder_edit.edit_locally(plan, settings, decode, edit_one, progress)
+
+
+def _folder_on_server(plan, settings, loras, safety_checker: bool, server: str, api_key: str | None):
+    import httpx
+
+    from . import folder_edit
+    from .client import ApiError, Client
+
+    template = folder_edit.server_input(settings, [(where, scale) for where, scale, _ in loras], safety_checker)
+    with Client(server, api_key) as client:
+        try:
+            with folder_edit.FolderProgress(console, len(plan.todo)) as progress:
+                return folder_edit.edit_on_server(plan, client, settings.prompt, template, progress)
+        except ApiError as error:
+            raise fail(f"the server refused the batch: {error.message}", code=1) from None
+        except httpx.HTTPError as error:
+            raise fail(f"cannot reach {server}: {error}", code=1) from None
+
+
 def _check_model_source(config: Settings) -> None:
     """Refuse at once, before torch loads, a --model that names nothing usable or lacks what it needs."""
     from .engine.sources import classify_source, require_components
@@ -321,11 +436,28 @@ def _resolve_lora(where: str, field: str, token: str | None) -> str:
 
 
 def _run_edit(config: Settings, settings, images, loras=(), safety_check: bool = True):
+    from .engine import EditRequest
+    from .schema import FluxeditError, InputError
+
+    engine, lora_specs = _load_engine(config, loras)
+    try:
+        with _progress_bar() as bar:
+            task = bar.add_task("editing", total=settings.num_inference_steps)
+            request = EditRequest(settings, images, safety_check=safety_check, loras=lora_specs)
+            return engine.edit(request, progress=lambda p: bar.update(task, completed=p.step))
+    except InputError as error:
+        raise fail(_flag_message(error)) from None
+    except (FluxeditError, ValueError) as error:
+        raise fail(str(error), code=1) from None
+
+
+def _load_engine(config: Settings, loras=()):
+    """Import torch, load the model and resolve the LoRAs, once: (the engine, the LoRA specs for its requests)."""
     from .schema import FluxeditError, InputError
 
     with console.status("importing torch and diffusers ..."), _importing_libraries():
         started = time.perf_counter()
-        from .engine import EditRequest, Engine  # torch loads only when an edit runs
+        from .engine import Engine  # torch loads only when an edit runs
         from .engine.loras import LoraSpec
 
         imported = time.perf_counter() - started
@@ -336,22 +468,19 @@ def _run_edit(config: Settings, settings, images, loras=(), safety_check: bool =
         with console.status(f"loading {escape(config.model)} ..."):
             started = time.perf_counter()
             engine = Engine.from_config(config.engine_config())
-        placement = engine.model.placement
-        memory = f", {placement.memory_mode}" if placement.device.type == "cuda" else ""
-        dtype_name = str(placement.dtype).removeprefix("torch.")
-        # bench/cli_startup.py reads both times from this line.
-        say(
-            f"model {config.model} on {placement.device} ({dtype_name}{memory}) "
-            f"loaded in {time.perf_counter() - started:.1f} s, after {imported:.1f} s importing torch and diffusers"
-        )
-        with _progress_bar() as bar:
-            task = bar.add_task("editing", total=settings.num_inference_steps)
-            request = EditRequest(settings, images, safety_check=safety_check, loras=lora_specs)
-            return engine.edit(request, progress=lambda p: bar.update(task, completed=p.step))
     except InputError as error:
         raise fail(_flag_message(error)) from None
     except (FluxeditError, ValueError) as error:
         raise fail(str(error), code=1) from None
+    placement = engine.model.placement
+    memory = f", {placement.memory_mode}" if placement.device.type == "cuda" else ""
+    dtype_name = str(placement.dtype).removeprefix("torch.")
+    # bench/cli_startup.py reads both times from this line.
+    say(
+        f"model {config.model} on {placement.device} ({dtype_name}{memory}) "
+        f"loaded in {time.perf_counter() - started:.1f} s, after {imported:.1f} s importing torch and diffusers"
+    )
+    return engine, lora_specs
 
 
 @contextmanager
