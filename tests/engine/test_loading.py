@@ -16,7 +16,7 @@ from tests.helpers import settings
 
 
 def test_loading_a_saved_folder_gives_the_same_edits(tiny_engine, tiny_folder, landscape):
-    from_folder = Engine.load(model=str(tiny_folder))
+    from_folder = Engine.load(model=str(tiny_folder), device="cpu")
     assert from_folder.model.source.kind is SourceKind.folder
     request = EditRequest(settings(), [landscape])
     ours = from_folder.generate(request).pixels
@@ -27,7 +27,7 @@ def test_loading_a_saved_folder_gives_the_same_edits(tiny_engine, tiny_folder, l
 
 def test_loading_a_bfl_single_file_checkpoint(tiny_engine, tiny_folder, tmp_path, landscape):
     checkpoint = write_tiny_bfl_checkpoint(tmp_path / "flux1-kontext-dev.safetensors")
-    engine = Engine.load(model=str(checkpoint), components=str(tiny_folder))
+    engine = Engine.load(model=str(checkpoint), components=str(tiny_folder), device="cpu")
     assert engine.model.source.kind is SourceKind.single_file
     request = EditRequest(settings(), [landscape])
     ours = engine.generate(request).pixels
@@ -42,7 +42,7 @@ def test_a_single_file_that_does_not_fit_the_components_is_refused(tiny_folder, 
     bad = tmp_path / "other.safetensors"
     save_file({"conv.weight": torch.zeros(2)}, str(bad))
     with pytest.raises(ModelUnavailable, match="is not a FLUX transformer checkpoint"):
-        Engine.load(model=str(bad), components=str(tiny_folder))
+        Engine.load(model=str(bad), components=str(tiny_folder), device="cpu")
 
 
 def test_sources_are_classified_or_explained(tmp_path, tiny_folder):
@@ -63,10 +63,12 @@ def _edit_with_hub(tmp_path, env_overrides: dict) -> subprocess.CompletedProcess
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), **env_overrides}
     env.pop("HF_TOKEN", None)
     env.update({k: v for k, v in env_overrides.items() if k == "HF_TOKEN"})
-    script = (
+    script = (  # as `fluxedit edit` and each worker build theirs: from Settings, the one reader of HF_TOKEN
+        "from fluxedit.config import Settings\n"
         "from fluxedit.engine import Engine\n"
         "from fluxedit.schema import ModelUnavailable\n"
-        "try:\n    Engine.load(model='black-forest-labs/FLUX.1-Kontext-dev')\n"
+        "config = Settings(model='black-forest-labs/FLUX.1-Kontext-dev').engine_config()\n"
+        "try:\n    Engine.from_config(config)\n"
         "except ModelUnavailable as error:\n    print('UNAVAILABLE:', error)\n"
     )
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)

@@ -15,7 +15,7 @@ from tests.helpers import pattern, settings
 
 @pytest.fixture(scope="module")
 def engine():
-    return Engine.load(model="tiny")  # its own: adapters stay loaded on it
+    return Engine.load(model="tiny", device="cpu")  # its own: adapters stay loaded on it
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_a_pickle_file_is_refused(engine, square, tmp_path):
 def test_adapters_stay_loaded_up_to_the_limit(square, tmp_path):
     from fluxedit.engine.engine import EngineOptions
 
-    engine = Engine(Engine.load(model="tiny").model, options=EngineOptions(max_loras=2))
+    engine = Engine(Engine.load(model="tiny", device="cpu").model, options=EngineOptions(max_loras=2))
     paths = [build.write(build.diffusers_lora(seed=30 + i), tmp_path / f"l{i}.safetensors") for i in range(3)]
     for path in paths:
         run(engine, square, [LoraSpec(str(path), 1.0)], num_inference_steps=1)

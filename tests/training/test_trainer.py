@@ -49,7 +49,7 @@ def test_the_loss_falls_by_half_within_200_steps(trained):
 
 
 def test_the_lora_moves_edits_towards_the_targets(trained, inverted_pairs):
-    engine = Engine.load(model="tiny")
+    engine = Engine.load(model="tiny", device="cpu")
     pair = inverted_pairs[0]
     target = np.asarray(pair.end.image.resize((1024, 1024)), dtype=np.float32) / 255
     request = dict(settings=settings(prompt="invert the colours", num_inference_steps=8, resolution_mode="1:1"))
@@ -61,7 +61,7 @@ def test_the_lora_moves_edits_towards_the_targets(trained, inverted_pairs):
 
 
 def test_the_comfyui_copy_acts_as_the_diffusers_one(trained, inverted_pairs):
-    engine = Engine.load(model="tiny")
+    engine = Engine.load(model="tiny", device="cpu")
     image = DecodedImage(pattern(256, 256, seed=9), OutputFormat.png)
     request = dict(settings=settings(num_inference_steps=2, resolution_mode="1:1"), images=[image])
     diffusers_layout = engine.generate(EditRequest(loras=[LoraSpec(str(trained.lora_path), 1.0)], **request)).pixels

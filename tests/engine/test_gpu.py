@@ -1,0 +1,102 @@
+"""The engine on a CUDA GPU: bf16 placement, the memory modes, T5 kept on the CPU, fp8 and compile for `high`,
+and out-of-memory surfacing as the error the worker recognises. Every test here asks for CUDA explicitly and is
+skipped, with its reason, where there is none (the rest of the suite runs the tiny model on the CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from fluxedit.engine import Engine
+from fluxedit.engine.engine import EditRequest
+from fluxedit.engine.fast_paths import FP8_MIN_CAPABILITY, FastTransformer
+from tests.helpers import settings
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+
+
+@pytest.fixture(scope="module")
+def gpu_engine():
+    engine = Engine.load(model="tiny", device="cuda", memory_mode="gpu")
+    yield engine
+    del engine
+    torch.cuda.empty_cache()
+
+
+def pixels(engine: Engine, picture, **overrides) -> np.ndarray:
+    return engine.generate(EditRequest(settings(**overrides), [picture])).pixels
+
+
+def test_the_tiny_model_runs_on_the_gpu_in_bf16(gpu_engine, landscape):
+    placement = gpu_engine.model.placement
+    assert placement.device.type == "cuda" and placement.dtype == torch.bfloat16 and placement.memory_mode == "gpu"
+    assert next(gpu_engine.model.pipe.transformer.parameters()).device.type == "cuda"
+    result = gpu_engine.edit(EditRequest(settings(), [landscape]))
+    assert (result.width, result.height) == (1184, 880) and result.transformer_passes == 2
+    first, again = pixels(gpu_engine, landscape), pixels(gpu_engine, landscape)
+    assert np.isfinite(first).all() and np.array_equal(first, again)  # a fixed seed is repeatable on CUDA too
+
+
+@pytest.mark.parametrize("mode", ["model-offload", "group-offload", "sequential-offload"])
+def test_each_offload_mode_makes_the_image_the_gpu_mode_makes(gpu_engine, landscape, mode):
+    offloaded = Engine.load(model="tiny", device="cuda", memory_mode=mode)
+    try:
+        assert offloaded.model.placement.memory_mode == mode
+        picture = pixels(offloaded, landscape)
+    finally:
+        del offloaded
+        torch.cuda.empty_cache()
+    reference = pixels(gpu_engine, landscape)
+    # The same bf16 computation, its weights moved in at use: equal up to the kernels' order of summation.
+    assert np.abs(picture.astype(np.float32) - reference.astype(np.float32)).mean() < 0.02 * max(reference.max(), 1)
+
+
+def test_text_encoder_on_the_cpu_leaves_the_rest_on_the_gpu(landscape):
+    engine = Engine.load(model="tiny", device="cuda", memory_mode="gpu", text_encoder_device="cpu")
+    try:
+        pipe = engine.model.pipe
+        assert next(pipe.text_encoder_2.parameters()).device.type == "cpu"
+        assert next(pipe.transformer.parameters()).device.type == "cuda"
+        assert np.isfinite(pixels(engine, landscape)).all()
+    finally:
+        del engine
+        torch.cuda.empty_cache()
+
+
+def test_high_uses_fp8_on_a_capable_gpu(gpu_engine):
+    capability = torch.cuda.get_device_capability()
+    if capability < FP8_MIN_CAPABILITY:
+        pytest.skip(f"fp8 needs compute capability {FP8_MIN_CAPABILITY} or more (this GPU: {capability})")
+    if importlib.util.find_spec("torchao") is None:
+        pytest.skip("fp8 needs torchao, not installed here")
+    fast = FastTransformer(gpu_engine.model.pipe.transformer, torch.device("cuda"))
+    model, notes = fast.get()
+    assert model is not gpu_engine.model.pipe.transformer, notes  # an fp8 copy, the bf16 model left as it was
+    assert not any("bf16 used" in note for note in notes), notes
+
+
+def test_high_compiles_and_says_nothing_fell_back(gpu_engine, landscape):
+    result = gpu_engine.edit(EditRequest(settings(num_inference_steps=28, acceleration="high"), [landscape]))
+    assert result.transformer_passes == 12 and result.acceleration == "high"
+    assert not any("torch.compile unavailable" in line for line in result.logs), result.logs
+    assert not any("need a CUDA GPU" in line for line in result.logs), result.logs
+
+
+def test_running_out_of_gpu_memory_raises_the_error_the_worker_recognises(landscape):
+    """The worker turns an exception named OutOfMemoryError into OUT_OF_MEMORY and a fresh process."""
+    engine = Engine.load(model="tiny", device="cuda", memory_mode="gpu")
+    torch.cuda.empty_cache()
+    used = torch.cuda.memory_allocated()
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, (used + 8 * 2**20) / total))
+    try:
+        with pytest.raises(torch.cuda.OutOfMemoryError) as caught:
+            engine.edit(EditRequest(settings(num_images=4), [landscape]))
+        assert type(caught.value).__name__ == "OutOfMemoryError"
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        del engine
+        torch.cuda.empty_cache()
