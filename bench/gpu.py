@@ -5,11 +5,11 @@ output with a 1024x1024 reference and 512 text tokens: 8,704 tokens per pass.
 For each acceleration level and memory mode it runs our denoising loop
 (28 steps by default) and reports seconds per full pass, seconds per edit
 (transformer only: the text encoders and the VAE add ~0.3 s on an H100),
-peak GPU memory and achieved TFLOP/s against the GPU's bf16 peak. On a GPU the
-table is written to docs/performance.md.
+peak GPU memory and achieved TFLOP/s against the GPU's bf16 peak. The table goes
+to docs/performance.md only when asked (--write-docs), never from a --small run.
 
-    python -m bench.gpu                       # on a GPU: the real size
-    python -m bench.gpu --small --steps 4     # anywhere: a reduced size, to know the script works
+    python -m bench.gpu --write-docs                        # on a GPU: the real size, into the docs
+    python -m bench.gpu --small --steps 4 --device cpu      # anywhere: a reduced size, to know the script works
 """
 
 from __future__ import annotations
@@ -118,10 +118,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--levels", default="none,regular,high")
     parser.add_argument("--memory", default="gpu,group-offload")
-    parser.add_argument("--write", action="store_true", help="write docs/performance.md even without a GPU")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when there is one), cuda or cpu")
+    parser.add_argument("--write-docs", action="store_true", help="write the table into docs/performance.md")
     args = parser.parse_args()
+    if args.write_docs and args.small:
+        parser.error("--write-docs publishes the full-size figures: it cannot be combined with --small")
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     config, side = (SMALL, 256) if args.small else (FULL, 1024)
     tokens = 2 * (side // 16) ** 2 + TEXT_TOKENS
@@ -166,8 +170,9 @@ def main() -> None:
     lines += [f"\n{note}" for note in notes]
     table = "\n".join(lines)
     print(table)
-    if device.type == "cuda" or args.write:
+    if args.write_docs:
         write_report(table)
+        print(f"\nwritten to {REPORT.relative_to(REPORT.parent.parent)}")
 
 
 def write_report(table: str) -> None:

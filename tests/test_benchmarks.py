@@ -13,12 +13,20 @@ def test_flop_count_of_a_full_size_pass_matches_the_design_figure():
 
 def test_gpu_benchmark_runs_at_a_reduced_size_on_the_cpu():
     result = subprocess.run(
-        [sys.executable, "-m", "bench.gpu", "--small", "--steps", "3", "--repeats", "1", "--memory", "gpu"],
+        [sys.executable, "-m", "bench.gpu", "--small", "--steps", "3", "--repeats", "1", "--memory", "gpu",
+         "--device", "cpu"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| gpu | none | 3 |" in result.stdout and "| gpu | regular |" in result.stdout
     assert "fp8 and torch.compile need a CUDA GPU" in result.stdout
+    assert "written to" not in result.stdout  # a test never rewrites docs/performance.md
+
+
+def test_gpu_benchmark_refuses_to_publish_a_small_run():
+    result = subprocess.run([sys.executable, "-m", "bench.gpu", "--small", "--write-docs"], capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "cannot be combined with --small" in result.stderr
 
 
 def test_load_benchmark_prints_its_figures_and_loses_nothing():
