@@ -2,6 +2,7 @@
 // the history and the snippets. Everything goes through the public API (api.js).
 
 import { ApiError, call, onUnauthorized } from "./api.js";
+import { BatchView, cancelBatch, createBatch, followBatch } from "./batch.js";
 import { EditChain } from "./chain.js";
 import { $, formatSeconds, formatUsd, toast } from "./dom.js";
 import { History } from "./history.js";
@@ -19,8 +20,8 @@ import { sourceFromOutput } from "./sources.js";
 const MODEL = "flux-kontext-dev";
 let card = null;
 let settings = null;
-let current = null; // the run in progress: {id, cancelled}
-let keys, picker, prompt, output, chain, history;
+let current = null; // the run in progress: {id, cancelled}, or {batch, cancelled} for a batch
+let keys, picker, prompt, output, chain, history, batchView;
 
 async function start() {
   keys = new KeyField(() => {
@@ -32,6 +33,7 @@ async function start() {
   picker = new ImagePicker(refresh);
   prompt = wirePrompt(refresh, () => $("edit-form").requestSubmit());
   output = new OutputView({ onEdit: editResult, onReuseSeed: reuseSeed });
+  batchView = new BatchView();
   chain = new EditChain(openStep);
   history = new History(openPrediction, showAverage);
   onUnauthorized(() => refresh()); // the snippets now show the key header
@@ -44,6 +46,7 @@ async function start() {
   // "Write a prompt" and the like are about the form as it was: changing it answers them.
   $("edit-form").addEventListener("input", () => ($("run-error").textContent = ""));
   $("cancel").addEventListener("click", cancel);
+  $("batch-cancel").addEventListener("click", cancelTheBatch);
   try {
     card = await call("GET", `/v1/models/${MODEL}`);
   } catch (error) {
@@ -95,7 +98,16 @@ function refresh() {
   const size = outputSize(mode, main?.width, main?.height);
   const price = card.cost.price_per_image;
   const imageWord = `${count} image${count > 1 ? "s" : ""}`;
-  if (size) {
+  const batch = picker.batch;
+  if (batch.length > 1) {
+    // Each image of the batch is priced as its own prediction: its own output size.
+    const sizes = batch.map((source) => outputSize(mode, source.width, source.height));
+    const known = sizes.every(Boolean);
+    const total = sizes.reduce((sum, one) => sum + predictionCost(...(one || [1024, 1024]), count, price), 0);
+    $("run-price").textContent = `${known ? "" : "≈ "}${formatUsd(Math.round(total * 1e6) / 1e6)}`;
+    $("run-price-detail").textContent = `${batch.length} images · ${imageWord} each`;
+    $("run-price").title = "The sum of each image's price";
+  } else if (size) {
     const [width, height] = size;
     $("run-price").textContent = formatUsd(predictionCost(width, height, count, price));
     $("run-price-detail").textContent = `${width}×${height} · ${imageWord}`;
@@ -139,6 +151,11 @@ async function run() {
     problem.focus();
     return;
   }
+  if (picker.batch.length > 1) {
+    await runBatch();
+    return;
+  }
+  batchView.hide();
   const main = picker.main;
   const refs = [...picker.refs];
   const { values } = settings.read();
@@ -181,6 +198,46 @@ async function run() {
     current = null;
     setRunning(false);
     history.load();
+  }
+}
+
+// Several images: one batch, with the form's settings (and references) as the template of every image.
+async function runBatch() {
+  const sources = [...picker.batch];
+  const { values } = settings.read();
+  const template = { prompt: prompt.get(), ...values };
+  current = { batch: null, cancelled: false };
+  const run = current;
+  setRunning(true);
+  batchView.start(sources);
+  if (matchMedia("(max-width: 980px)").matches) $("output-title").scrollIntoView({ block: "start" });
+  try {
+    if (picker.refs.length) template.image_urls = await Promise.all(picker.refs.map(reference));
+    const created = await createBatch(sources, template, (count) => batchView.uploaded(count, sources.length));
+    run.batch = created.id;
+    if (run.cancelled) await cancelBatch(run.batch);
+    await followBatch(created.id, (view, items) => batchView.update(view, items));
+  } catch (error) {
+    batchView.failed(failureMessage(error, run.batch));
+    if (!(error instanceof ApiError)) throw error;
+  } finally {
+    current = null;
+    setRunning(false);
+    history.load();
+  }
+}
+
+async function cancelTheBatch() {
+  const run = current;
+  if (!run || !("batch" in run)) return;
+  run.cancelled = true;
+  $("batch-cancel").disabled = true;
+  if (run.batch === null) return; // still uploading: runBatch cancels it once created
+  try {
+    await cancelBatch(run.batch); // the polling then sees every prediction end
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    $("batch-cancel").disabled = false;
   }
 }
 
@@ -233,6 +290,7 @@ function editResult(prediction, selected) {
 }
 
 function openStep(step, index) {
+  batchView.hide();
   picker.setMain(step.source);
   if (index === 0) {
     output.clear();
@@ -260,6 +318,7 @@ async function openPrediction(prediction) {
     if (!(error instanceof ApiError)) throw error;
     toast("Its input image is no longer on the server.");
   }
+  batchView.hide();
   if (main) picker.setMain(main);
   picker.setRefs(refs);
   prompt.set(input.prompt ?? "");

@@ -1,4 +1,5 @@
 // The image inputs: the main image (drop, file picker, paste, URL) and up to three reference images.
+// Several images chosen at once (a multi-select or a drop of several files) are a batch: one edit over each.
 
 import { $, formatBytes, h } from "./dom.js";
 import { SourceError, sourceFromFile, sourceFromUrl } from "./sources.js";
@@ -9,6 +10,7 @@ export class ImagePicker {
   constructor(onChange) {
     this.main = null;
     this.refs = [];
+    this.batch = []; // two or more images to run as one batch; main is then the first of them
     this.onChange = onChange;
     this.#wireMain();
     this.#wireRefs();
@@ -17,13 +19,25 @@ export class ImagePicker {
   }
 
   setMain(source) {
+    this.batch = [];
     this.main = source;
     this.#showMain();
     this.#error("image-error", "");
     this.onChange();
   }
 
+  // Several images, each edited the same way: main stands for them (its size prices the form, its format
+  // drives the settings) until the batch is replaced or removed.
+  setBatch(sources) {
+    this.batch = sources;
+    this.main = sources[0];
+    this.#showMain();
+    this.#error("image-error", "");
+    this.onChange();
+  }
+
   clearMain() {
+    this.batch = [];
     this.main = null;
     $("image-file").value = "";
     this.#showMain();
@@ -39,6 +53,10 @@ export class ImagePicker {
   async chooseFiles(files, { asReference = false } = {}) {
     const list = [...files];
     if (!list.length) return;
+    if (!asReference && list.length > 1) {
+      await this.#chooseBatch(list);
+      return;
+    }
     if (!asReference) {
       const first = list.shift();
       const source = await this.#check(() => sourceFromFile(first), "image-error");
@@ -52,6 +70,23 @@ export class ImagePicker {
       const source = await this.#check(() => sourceFromFile(file), "ref-error");
       if (source) this.#addRef(source);
     }
+  }
+
+  // Each file checked as a single one is; those refused are named and left out of the batch.
+  async #chooseBatch(files) {
+    const sources = [];
+    const refused = [];
+    for (const file of files) {
+      try {
+        sources.push(await sourceFromFile(file));
+      } catch (error) {
+        if (!(error instanceof SourceError)) throw error;
+        refused.push(error.message);
+      }
+    }
+    if (sources.length > 1) this.setBatch(sources);
+    else if (sources.length === 1) this.setMain(sources[0]);
+    if (refused.length) this.#error("image-error", `Left out: ${refused.join(" ")}`);
   }
 
   async chooseUrl(text, { asReference = false } = {}) {
@@ -168,9 +203,17 @@ export class ImagePicker {
     const thumb = $("chosen-thumb");
     thumb.src = source.displayUrl;
     thumb.hidden = Boolean(source.previewFailed);
-    $("chosen-name").textContent = source.name;
-    $("chosen-name").title = source.name;
-    $("chosen-meta").textContent = describe(source);
+    const several = this.batch.length > 1;
+    const names = this.batch.map((item) => item.name).join(", ");
+    $("chosen-name").textContent = several ? `${this.batch.length} images` : source.name;
+    $("chosen-name").title = several ? names : source.name;
+    $("chosen-meta").textContent = several
+      ? `One batch: the same edit on each · ${formatBytes(this.batch.reduce((sum, item) => sum + item.bytes, 0))}`
+      : describe(source);
+    $("chosen-batch").hidden = !several;
+    $("chosen-batch").replaceChildren(
+      ...(several ? this.batch : []).map((item) => h("li", {}, h("img", { src: item.displayUrl, alt: item.name, title: item.name }))),
+    );
   }
 
   #showRefs() {
