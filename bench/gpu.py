@@ -176,9 +176,14 @@ def main() -> None:
 
 
 def write_report(table: str) -> None:
+    """Replace what is between the marker and the next section (the sections after it stay)."""
     text = REPORT.read_text() if REPORT.exists() else "# Performance\n"
-    head = text.split(MARKER)[0].rstrip() + "\n\n" if MARKER in text else text.rstrip() + "\n\n## GPU: bench/gpu.py\n\n"
-    REPORT.write_text(head + MARKER + "\n\n" + table + "\n")
+    if MARKER not in text:
+        text = text.rstrip() + "\n\n## GPU: bench/gpu.py\n\n" + MARKER + "\n"
+    head, _, rest = text.partition(MARKER)
+    following = rest.find("\n## ")
+    tail = rest[following:] if following >= 0 else "\n"
+    REPORT.write_text(head + MARKER + "\n\n" + table + "\n" + tail)
 
 
 if __name__ == "__main__":

