@@ -105,3 +105,14 @@ def test_a_wait_over_the_cap_is_accepted_not_refused(client, photo_id):
     prediction_id = create(client, image_url=photo_id, num_inference_steps=1)
     answer = client.get(f"/v1/prediction/{prediction_id}", params={"wait": 600})
     assert answer.status_code == 200 and answer.json()["status"] == "success"
+
+
+def test_allow_unauthenticated_serves_beyond_loopback_without_keys(tmp_path):
+    """docs/operations.md: without keys, --host 0.0.0.0 is refused unless something in front authenticates and the
+    operator says so with --allow-unauthenticated; then the API answers without a key."""
+    with Server(tmp_path / "data", "--host", "0.0.0.0", "--allow-unauthenticated") as running:
+        assert running.wait_ready()["status"] in ("ready", "busy")
+        with running.client() as open_client:
+            listed = open_client.get("/v1/prediction")
+            assert listed.status_code == 200 and listed.json()["data"] == []
+            assert upload(open_client, encoded(pattern(32, 32), "PNG"))["id"].startswith("file_")
