@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -294,3 +295,45 @@ def test_to_pil_round_trips(tmp_path):
     assert image.filename == "file_abc.png"
     assert image.to_pil().size == (8, 6) and image.metadata is None
     assert Image.open(image.save(tmp_path / "out.png")).size == (8, 6)
+
+
+# ---- batches -----------------------------------------------------------------------------------
+
+
+def test_a_batch_of_paths_file_ids_and_own_prompts_runs_and_downloads(client, photo_path, photo_id, tmp_path):
+    other = tmp_path / "other.png"
+    pattern(64, 48, seed=3).save(other)
+    batch = client.batch([photo_path, photo_id, {"image": other, "prompt": "make it red"}], "make it blue", **FAST)
+    assert batch["total"] == 3 and batch["status"] == "processing"
+    ended = client.wait_batch(batch["id"], timeout=120, poll=0.2)
+    assert ended["status"] == "success" and ended["counts"]["success"] == 3 and ended["progress"]["percent"] == 100
+    items = list(client.batch_items(batch["id"], limit=2))  # three items: two pages
+    assert [item["name"] for item in items] == ["photo.png", "photo.png", "other.png"]
+    assert [client.get(item["prediction_id"])["input"]["prompt"] for item in items] == [
+        "make it blue", "make it blue", "make it red"
+    ]  # fmt: skip
+    saved = client.download_batch(batch["id"], tmp_path / "results.zip")
+    with zipfile.ZipFile(saved) as archive:
+        names = archive.namelist()
+        manifest = archive.read("manifest.csv").decode().splitlines()
+    extension = items[0]["output"][0].rsplit(".", 1)[-1]
+    assert sorted(names) == sorted([f"photo.{extension}", f"photo-1.{extension}", f"other.{extension}", "manifest.csv"])
+    assert manifest[0] == "name,prediction_id,status,error,seed" and len(manifest) == 4
+
+
+def test_a_zip_batch_is_uploaded_whole_and_cancelled(client, tmp_path):
+    path = tmp_path / "photos.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for number in range(3):
+            archive.writestr(f"p{number}.png", encoded(pattern(64, 48, seed=number), "PNG"))
+        archive.writestr("readme.md", "not an image")
+    batch = client.batch(path, "make it blue", num_inference_steps=2)
+    assert batch["total"] == 3 and batch["skipped"] == [
+        {"name": "readme.md", "reason": "not a JPEG, PNG or WebP image"}
+    ]
+    assert client.cancel_batch(batch["id"])["status"] == "cancelled"
+    ended = client.wait_batch(batch["id"], timeout=120, poll=0.2)
+    assert ended["status"] == "cancelled" and ended["counts"]["created"] == 0 and ended["progress"]["done"] == 3
+    with pytest.raises(ApiError) as missing:
+        client.get_batch("batch_nothing")
+    assert missing.value.status_code == 404

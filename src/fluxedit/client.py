@@ -239,6 +239,82 @@ class Client:
             raise ValueError(f"prediction {prediction['id']} has not ended yet (status {prediction['status']})")
         return [self._download(url) for url in prediction["output"]]
 
+    # ---- batches (docs/api.md, "Batches") -------------------------------------------------------
+
+    def batch(
+        self,
+        images: Iterable[ImageLike | dict] | str | os.PathLike,
+        prompt: str | None = None,
+        *,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        prediction_webhooks: bool = False,
+        **input: Any,
+    ) -> dict:
+        """Queue one edit over many images; the batch view. `images`: paths, URLs, file ids, images, or dicts
+        {"image", "prompt", "name"} (a prompt of its own); or the path of a .zip of images (uploaded whole).
+        Local images are uploaded one at a time and named after their files."""
+        template = {**({"prompt": prompt} if prompt is not None else {}), **input}
+        hooks = {"webhook_url": webhook_url, "webhook_secret": webhook_secret}
+        hooks = {key: value for key, value in hooks.items() if value is not None}
+        if isinstance(images, str | os.PathLike) and str(images).lower().endswith(".zip"):
+            form = {"input": json.dumps(template), "prediction_webhooks": str(prediction_webhooks).lower(), **hooks}
+            with open(images, "rb") as data:
+                files = {"data": (Path(images).name, data, "application/zip")}
+                return self._request("POST", "/v1/batches", files=files, data=form).json()
+        items = [self._batch_item(image) for image in images]
+        body = {"input": template, "images": items, "prediction_webhooks": prediction_webhooks, **hooks}
+        return self._request("POST", "/v1/batches", json=body).json()
+
+    def get_batch(self, batch_id: str) -> dict:
+        """The batch: counts by status, progress, cost so far, estimated_seconds_left, completed_at."""
+        return self._request("GET", _batch_path(batch_id)).json()
+
+    def wait_batch(self, batch_id: str, timeout: float | None = None, poll: float = 2.0) -> dict:
+        """Poll until every prediction of the batch has ended; WaitTimeout after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (batch := self.get_batch(batch_id))["completed_at"] is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(batch, timeout)
+            time.sleep(poll)
+        return batch
+
+    def batch_items(self, batch_id: str, limit: int = 100) -> Iterator[dict]:
+        """Every image of the batch in order: index, name, prediction_id, status, output, error, seed."""
+        params: dict[str, Any] = {"limit": limit}
+        while True:
+            page = self._request("GET", _batch_path(batch_id, "/items"), params=params).json()
+            yield from page["items"]
+            if page.get("next") is None:
+                return
+            params["cursor"] = page["next"]
+
+    def cancel_batch(self, batch_id: str) -> dict:
+        """Cancel what of the batch has not ended (running predictions at their next step); the batch view."""
+        return self._request("POST", _batch_path(batch_id, "/cancel")).json()
+
+    def download_batch(self, batch_id: str, path: str | os.PathLike) -> Path:
+        """Save results.zip (the outputs so far, named after their inputs, and manifest.csv) to `path`."""
+        target = Path(path)
+        partial = target.with_name(target.name + ".partial")
+        with self._http.stream("GET", _batch_path(batch_id, "/results.zip")) as response:
+            if response.is_error:
+                response.read()
+                raise _api_error(response)
+            with partial.open("wb") as sink:
+                for chunk in response.iter_bytes():
+                    sink.write(chunk)
+        partial.replace(target)
+        return target
+
+    def _batch_item(self, image: ImageLike | dict) -> str | dict:
+        if isinstance(image, dict):
+            return {**image, "image": self._image_ref(image["image"])}
+        reference = self._image_ref(image)
+        if isinstance(image, str | os.PathLike) and reference != image:
+            return {"image": reference, "name": Path(image).name}  # results.zip names it after the file
+        return reference
+
     # ---- plumbing ------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -292,6 +368,10 @@ class Client:
 
 def _prediction_path(prediction_id: str, action: str = "") -> str:
     return f"/v1/prediction/{quote(prediction_id, safe='')}{action}"  # an id is one path segment, whatever it holds
+
+
+def _batch_path(batch_id: str, action: str = "") -> str:
+    return f"/v1/batches/{quote(batch_id, safe='')}{action}"
 
 
 def _api_error(response: httpx.Response) -> ApiError:
