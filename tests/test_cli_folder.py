@@ -1,5 +1,6 @@
 """`fluxedit edit FOLDER`: every image of a folder, here or on a server, resumable (tiny model, 1 step)."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -106,23 +107,26 @@ def test_folders_that_cannot_work_are_refused_before_anything_loads(photos, tmp_
     assert not (tmp_path / "out").exists() and not (tmp_path / "photos-edited").exists()
 
 
-def test_a_folder_edited_on_a_server_as_one_batch(photos, tmp_path):
-    from fluxedit.client import Client
+def test_a_folder_edited_on_a_server_as_one_batch_with_the_key(photos, tmp_path):
+    data = tmp_path / "data"
+    created = subprocess.run([FLUXEDIT, "keys", "create", "cli", "--data-dir", str(data)],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    key = created.stdout.strip().splitlines()[-1]
+    args = ("edit", "photos", "-p", "make it blue", "--steps", "1", "-o", "out")
+    with Server(data) as server:
+        refused = fluxedit(*args, "--server", server.url, "--api-key", "fxe_wrong", cwd=tmp_path)
+        assert refused.returncode == 1 and "the server refused the batch: " in refused.stderr, refused.stderr
+        assert not (tmp_path / "out").exists()
 
-    if not hasattr(Client, "batch"):
-        pytest.skip("the SDK has no batch methods yet (client.batch)")
-    with Server(tmp_path / "data") as server:
-        result = fluxedit("edit", "photos", "-p", "make it blue", "--steps", "1", "-o", "out",
-                          "--server", server.url, cwd=tmp_path)  # fmt: skip
+        result = fluxedit(*args, "--server", server.url, cwd=tmp_path, env={**os.environ, "FLUXEDIT_API_KEY": key})
         assert result.returncode == 0, result.stderr + server.log()
         assert_outputs(tmp_path / "out")
-        assert "batch batch_" in result.stderr and "3/3" in result.stderr
+        assert "batch batch_" in result.stderr and ": 3 images on " in result.stderr and "3/3" in result.stderr
         assert "skipped notes.txt: not a JPEG, PNG or WebP image" in result.stderr
 
         (tmp_path / "out" / "bag.png").unlink()
-        again = fluxedit("edit", "photos", "-p", "make it blue", "--steps", "1", "-o", "out",
-                         "--server", server.url, cwd=tmp_path)  # fmt: skip
+        again = fluxedit(*args, "--server", server.url, "--api-key", key, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        assert "2 already done in out (skipped), 1 to edit" in again.stderr and ": 1 images on " in again.stderr
+        assert "2 already done in out (skipped), 1 to edit" in again.stderr and ": 1 image on " in again.stderr
         assert "edited 1, failed 0, skipped 2" in again.stderr
         assert_outputs(tmp_path / "out")

@@ -251,8 +251,9 @@ def edit_on_server(
 
     Ctrl+C cancels the batch on the server: what was written stays, and the next run sends the rest again."""
     outcome = FolderOutcome()
-    batch = client.batch(images=[str(image.source) for image in plan.todo], prompt=prompt, **template)
-    progress.log(f"batch {batch['id']}: {batch['total']} images on {client.base_url}")
+    batch = client.batch(images=[image.source for image in plan.todo], prompt=prompt, **template)
+    total = batch["total"]
+    progress.log(f"batch {batch['id']}: {total} image{'' if total == 1 else 's'} on {client.base_url}")
     handled: set[int] = set()
     reads_after_end = 0
     try:
