@@ -1,4 +1,5 @@
-"""The MCP tools: edit_image, get_prediction, list_loras, start_training, training_status.
+"""The MCP tools: edit_image, get_prediction, list_loras, start_training, training_status (and the batch tools,
+create_batch and batch_status, from batch_tools.py).
 
 Each is a thin call through the Python client to the fluxedit server; the parameters' JSON Schema shows the
 server's limits (schemas.py) and the server checks them. Failures come back as tool errors whose text names
@@ -25,6 +26,7 @@ from ..client import EditedImage
 from ..schema import EditInput
 from ..training_options import TrainingInput
 from .arguments import image_argument, zip_argument
+from .batch_tools import register_batch_tools
 from .connection import Connection
 from .edits import run_edit
 from .failures import readable_failures
@@ -35,7 +37,8 @@ INSTRUCTIONS = """fluxedit edits images with FLUX.1 Kontext [dev] on a self-host
 Call edit_image with an image and an instruction ("make the jacket red", "put the product on a white
 background"); it returns the edited image(s), their URLs and the seed. An output URL is a valid image for the
 next edit, so edits can be chained. Use list_loras for the LoRA adapters available by name, start_training to
-train a new one from before/after pairs, and training_status to follow it."""
+train a new one from before/after pairs, and training_status to follow it. For the same edit over many images
+(a product catalogue), call create_batch once and follow it with batch_status."""
 
 LOSSES_SHOWN = 20  # a training's loss curve can hold 100,000 numbers: the assistant sees the latest
 
@@ -211,6 +214,8 @@ def _register(server: MCPServer, connection: Connection) -> None:
         the LoRA's name (usable in edit_image's loras) and download URLs."""
         with connection.client(ctx) as client, readable_failures(client.base_url, connection.hint):
             return _trimmed(await anyio.to_thread.run_sync(lambda: client.training(training_id, wait=wait_s)))
+
+    register_batch_tools(server, connection, _tool, image_forms)
 
 
 def _tool(server: MCPServer, **options: Any) -> Callable[[Callable], Callable]:
