@@ -1,6 +1,7 @@
 """The seed dialect's prediction endpoints against a real server on 127.0.0.1."""
 
 import io
+import re
 import time
 
 import httpx
@@ -36,12 +37,12 @@ def test_create_answers_with_an_id_then_the_result_is_served(client, photo_id):
         json={"model": "flux-kontext-dev", "input": {"prompt": "make it blue", "image_url": photo_id,
                                                      "num_inference_steps": 2, "seed": 77}},
     )  # fmt: skip
-    assert response.json() == {
-        "status": "success",
-        "message": "Prediction created successfully",
-        "predictionID": response.json()["predictionID"],
-    }
-    prediction = wait_done(client, response.json()["predictionID"])
+    created = response.json()
+    assert set(created) == {"status", "message", "predictionID"}
+    assert created["status"] == "success" and created["message"] == "Prediction created successfully"
+    assert re.fullmatch(r"[0-9a-f]{24}", created["predictionID"])  # an id, not an empty or echoed field
+    prediction = wait_done(client, created["predictionID"])
+    assert prediction["id"] == created["predictionID"]  # ...and the id of the prediction it created
     assert prediction["status"] == "success"
     assert prediction["seed"] == 77 and (prediction["width"], prediction["height"]) == (1184, 880)
     assert prediction["metrics"]["cost"] == 0.025
