@@ -169,6 +169,20 @@ class Batches:
                 stored.append(await self.intake.resolver.store_now(ref, f"images.{index}", caller))
         return stored
 
+    def recover(self) -> None:
+        """After a restart: the batches' predictions still waiting for their URLs are fetched in turn again,
+        a few at a time per batch, as when the batch was made (never all of a 1,000-URL batch at once)."""
+        waiting = (Prediction.status == Status.created) & ~Prediction.inputs_ready & Prediction.batch_id.is_not(None)
+        with self.context.sessions() as session:
+            rows = session.execute(
+                select(Prediction.batch_id, Prediction.id).where(waiting).order_by(Prediction.batch_index)
+            ).all()
+        by_batch: dict[str, list[str]] = {}
+        for batch_id, prediction_id in rows:
+            by_batch.setdefault(batch_id, []).append(prediction_id)
+        for prediction_ids in by_batch.values():
+            self.context.spawn(self._prepare_in_turn(prediction_ids))
+
     async def _prepare_in_turn(self, prediction_ids: list[str]) -> None:
         """Fetch the batch's URLs a few at a time, in order; a cancelled prediction's is never fetched."""
         pending = iter(prediction_ids)

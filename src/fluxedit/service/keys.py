@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..store.models import ApiKey, LoraName, Prediction, StoredFile, Training, utcnow
+from ..store.models import ApiKey, Batch, LoraName, Prediction, StoredFile, Training, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,16 @@ class Adopted:
     files: int = 0
     loras: int = 0
     trainings: int = 0
+    batches: int = 0
 
     def __bool__(self) -> bool:
-        return any((self.predictions, self.files, self.loras, self.trainings))
+        return any((self.predictions, self.files, self.loras, self.trainings, self.batches))
 
     def __str__(self) -> str:
-        counts = [(self.predictions, "prediction"), (self.files, "file"), (self.loras, "LoRA"),
-                  (self.trainings, "training")]  # fmt: skip
-        return ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in counts if n)
+        counts = [(self.predictions, "prediction", "predictions"), (self.files, "file", "files"),
+                  (self.loras, "LoRA", "LoRAs"), (self.trainings, "training", "trainings"),
+                  (self.batches, "batch", "batches")]  # fmt: skip
+        return ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in counts if n)
 
 
 @dataclass(frozen=True)
@@ -140,4 +142,5 @@ def _adopt_keyless_work(session: Session, key_id: str) -> Adopted:
         files=adopt(StoredFile),
         loras=adopt(LoraName, LoraName.name.not_in(taken_names)),
         trainings=adopt(Training),
+        batches=adopt(Batch),
     )

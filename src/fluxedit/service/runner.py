@@ -122,7 +122,8 @@ class Runner:
                     prediction.id, Status.created, log_line="re-queued: the server stopped while it ran"
                 )
         for prediction in unprepared:
-            self.context.spawn(self.preparation.prepare(prediction.id))
+            if prediction.batch_id is None:  # a batch's are fetched a few at a time: Batches.recover
+                self.context.spawn(self.preparation.prepare(prediction.id))
         if self.trainings is not None:
             self.trainings.attach(self.pool, self.context.wake)
             self.trainings.recover()

@@ -116,6 +116,8 @@ class Services:
         await self.sender.start()
         await self.pool.start()
         await self.runner.start()
+        if self.batches is not None:
+            self.batches.recover()
         if self.settings.retention_sweep_interval:
             self._sweeper = asyncio.create_task(sweep_forever(self.retention, self.settings.retention_sweep_interval))
 
