@@ -64,7 +64,8 @@ def test_long_poll_returns_as_soon_as_the_prediction_ends(client, photo_id):
     assert time.monotonic() - started < 30  # far from the 60 s asked for
 
 
-def test_prefer_wait_header_and_its_cap(client, photo_id):
+def test_prefer_wait_header_and_a_wait_shorter_than_the_run(client, photo_id):
+    """The 60 s cap itself (a longer wait held 60 s) is tests/service/test_documented_behaviour.py's."""
     prediction_id = create(client, image_url=photo_id, num_inference_steps=2)
     prediction = client.get(f"/v1/prediction/{prediction_id}", headers={"Prefer": "wait=60"}).json()
     assert prediction["status"] == "success"
