@@ -61,6 +61,8 @@ class EngineConfig:
     dtype: str = "auto"
     memory_mode: str = "auto"
     text_encoder_device: str = "auto"
+    quantize: str = "auto"
+    text_encoder_quantize: str = "auto"
     cache_mode: str = "schedule"
     cache_threshold: float | None = None
     attention: str = "auto"
@@ -77,6 +79,8 @@ class EngineConfig:
             "dtype": self.dtype,
             "memory_mode": self.memory_mode,
             "text_encoder_device": self.text_encoder_device,
+            "quantize": self.quantize,
+            "text_encoder_quantize": self.text_encoder_quantize,
             "token": self.hf_token,
         }
 
@@ -111,6 +115,11 @@ class Settings(BaseSettings):
     text_encoder_device: str = Field("auto", pattern="^(auto|cpu)$")
     """cpu keeps T5-XXL in CPU memory (9.5 GB less GPU memory, slower prompt encoding); auto places it
     with the rest."""
+    quantize: str = Field("auto", pattern="^(auto|none|fp8|int8|nf4)$")
+    """The transformer's precision, chosen once at load (docs/engine.md): auto (what fits the GPU's free memory),
+    none (the dtype), fp8, int8 or nf4."""
+    text_encoder_quantize: str = Field("auto", pattern="^(auto|none|fp8|int8|nf4)$")
+    """The same choice for T5-XXL."""
     safety_model: str | None = None
     """An image-classification model (hub id or folder) that flags NSFW outputs; none by default."""
     hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("hf_token", "HF_TOKEN"))
@@ -226,6 +235,8 @@ class Settings(BaseSettings):
             dtype=self.dtype,
             memory_mode=self.memory,
             text_encoder_device=self.text_encoder_device,
+            quantize=self.quantize,
+            text_encoder_quantize=self.text_encoder_quantize,
             cache_mode=self.cache_mode,
             cache_threshold=self.cache_threshold,
             attention=self.attention,

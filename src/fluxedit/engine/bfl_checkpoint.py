@@ -133,3 +133,42 @@ def diffusers_to_bfl(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     if source:
         raise ValueError(f"unexpected keys in diffusers state dict: {sorted(source)[:5]}")
     return result
+
+
+def bfl_pieces(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[str, int, int, bool]]:
+    """Where each diffusers tensor lies in a BFL file, from its tensors' shapes alone (prefix already removed):
+    diffusers key -> (BFL key, first row, end row, halves swapped). Lets a file be read tensor by tensor."""
+    if "img_in.weight" not in shapes:
+        raise ValueError("not a FLUX transformer checkpoint in BFL layout (no img_in.weight)")
+    inner = shapes["img_in.weight"][0]
+    left = set(shapes)
+    pieces: dict[str, tuple[str, int, int, bool]] = {}
+    table = key_table(block_count(shapes, "double_blocks."), block_count(shapes, "single_blocks."))
+    for bfl_stem, diffusers_stems in table:
+        for bfl_suffix, diffusers_suffix in _expand(bfl_stem):
+            key = bfl_stem + bfl_suffix
+            if key not in left:
+                continue
+            left.discard(key)
+            rows = shapes[key][0]
+            sizes = [rows] if len(diffusers_stems) == 1 else [inner] * 3
+            if len(diffusers_stems) == 4:
+                sizes.append(rows - 3 * inner)
+            start = 0
+            for stem, size in zip(diffusers_stems, sizes, strict=True):
+                pieces[stem + diffusers_suffix] = (key, start, start + size, False)
+                start += size
+    for suffix in (".weight", ".bias"):
+        key = _SWAPPED[0] + suffix
+        if key not in left:
+            raise ValueError(f"not a complete FLUX transformer checkpoint (no {key})")
+        left.discard(key)
+        pieces[_SWAPPED[1] + suffix] = (key, 0, shapes[key][0], True)
+    if left:
+        raise ValueError(f"unexpected keys in BFL checkpoint: {sorted(left)[:5]}")
+    return pieces
+
+
+def swap_halves(tensor: torch.Tensor) -> torch.Tensor:
+    """BFL's (shift, scale) final modulation as diffusers' (scale, shift), and back."""
+    return _swap_halves(tensor)

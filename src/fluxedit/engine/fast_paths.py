@@ -1,19 +1,22 @@
-"""The GPU-only speed-ups: fp8 linear layers (torchao), regional torch.compile, faster attention kernels.
+"""The GPU-only speed-ups of the `high` level: regional torch.compile and faster attention kernels.
 
-Each one is used where the hardware and the installed packages allow it; where
-they do not, the engine runs without it and says so in the prediction's logs.
+fp8 linear layers are a load-time choice (`--quantize fp8`, quantize.py), not a
+copy made here: `high` runs the one loaded transformer, quantized or not, with
+its adapters. Each speed-up is used where the hardware and the installed
+packages allow it; where they do not, the engine runs without it and says so
+in the prediction's logs.
 """
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import logging
 
 import torch
 
+from .quantize import FP8_MIN_CAPABILITY  # noqa: F401  (tests/engine/test_gpu.py reads it from here)
+
 log = logging.getLogger(__name__)
-FP8_MIN_CAPABILITY = (8, 9)  # Ada and Hopper have fp8 tensor cores
 # Attention kernels in order of preference, by the module that provides them.
 ATTENTION_BACKENDS = (("flash_attn_interface", "_flash_3"), ("sageattention", "sage"), ("flash_attn", "flash"))
 
@@ -36,19 +39,23 @@ def apply_attention_backend(transformer: torch.nn.Module, backend: str) -> None:
 
 
 class FastTransformer:
-    """Builds, once, the transformer the `high` level runs: an fp8 copy, compiled by repeated blocks."""
+    """The transformer the `high` level runs: the loaded one itself (never a copy), compiled by repeated blocks
+    once, on CUDA. LoRAs stay valid: the engine's adapters live on this very module."""
 
     def __init__(self, transformer: torch.nn.Module, device: torch.device):
         self.base = transformer
         self.device = device
-        self.model: torch.nn.Module | None = None
         self.notes: list[str] = []
         self._built = False
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.base
 
     def get(self) -> tuple[torch.nn.Module, list[str]]:
         if not self._built:
             self._build()
-        return (self.model or self.base), self.notes
+        return self.base, self.notes
 
     def _build(self) -> None:
         self._built = True
@@ -58,28 +65,18 @@ class FastTransformer:
                 "step caching only"
             ]
             return
-        model = self.base
-        capability = torch.cuda.get_device_capability(self.device)
-        if capability < FP8_MIN_CAPABILITY:
-            self.notes.append(f"acceleration high: this GPU (compute capability {capability}) has no fp8; bf16 used")
-        elif importlib.util.find_spec("torchao") is None:
-            self.notes.append("acceleration high: torchao is not installed (pip install torchao); bf16 used")
-        else:
-            model = self._fp8_copy() or model
+        if not _has_fp8_weights(self.base):
+            self.notes.append("acceleration high: the transformer is not fp8 (load it with --quantize fp8 for fp8)")
         try:
-            model.compile_repeated_blocks(fullgraph=True)
+            # Compiled in place: the module keeps its identity, its adapters and their switching.
+            self.base.compile_repeated_blocks(fullgraph=True)
         except Exception as error:  # compile support varies with the torch build; eager still works
             self.notes.append(f"acceleration high: torch.compile unavailable ({type(error).__name__}); eager used")
-        self.model = model
 
-    def _fp8_copy(self) -> torch.nn.Module | None:
-        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
 
-        needed = sum(p.numel() * p.element_size() for p in self.base.parameters())
-        free, _ = torch.cuda.mem_get_info(self.device)
-        if free < needed * 1.1:
-            self.notes.append("acceleration high: not enough free GPU memory for an fp8 copy; bf16 used")
-            return None
-        fast = copy.deepcopy(self.base)
-        quantize_(fast, Float8DynamicActivationFloat8WeightConfig())
-        return fast
+def _has_fp8_weights(module: torch.nn.Module) -> bool:
+    for param in module.parameters():
+        inner = getattr(param, "qdata", param)  # torchao's Float8Tensor keeps its fp8 data in qdata
+        if inner.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+            return True
+    return False

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -68,8 +69,11 @@ class LoraManager:
         if name in self.loaded:
             self.loaded.move_to_end(name)
             return name
-        state_dict = _read_safetensors(spec)
-        self._load(name, state_dict, spec)
+        # Outside inference mode (edits run inside it): injecting adapters reads the base weights' state dict,
+        # which quantized (torchao) weights cannot give as inference tensors, and the adapter's own tensors
+        # must be ordinary ones to become parameters.
+        with torch.inference_mode(False):
+            self._load(name, _read_safetensors(spec), spec)
         self.loaded[name] = spec.path
         while len(self.loaded) > self.max_loaded:
             evicted, _ = self.loaded.popitem(last=False)

@@ -18,6 +18,7 @@ class SourceKind(StrEnum):
     tiny = "tiny"
     folder = "folder"
     single_file = "single_file"
+    gguf = "gguf"
     hub = "hub"
 
 
@@ -43,10 +44,12 @@ def classify_source(value: str) -> ModelSource:
             )
         return ModelSource(SourceKind.folder, str(path))
     if path.is_file():
+        if path.suffix == ".gguf":
+            return ModelSource(SourceKind.gguf, str(path))
         if path.suffix != ".safetensors":
             raise ModelUnavailable(
-                f"{value} is not a .safetensors file: only safetensors checkpoints are loaded "
-                "(pickled .ckpt/.pt/.bin files can run code when opened)"
+                f"{value} is neither a .safetensors nor a .gguf file: only safetensors checkpoints are loaded "
+                "(and GGUF transformers); pickled .ckpt/.pt/.bin files can run code when opened"
             )
         return ModelSource(SourceKind.single_file, str(path))
     if _REPO_ID.match(value) and not value.startswith((".", "/", "~")):
@@ -59,7 +62,7 @@ def classify_source(value: str) -> ModelSource:
 
 def require_components(source: ModelSource, components: str | None) -> None:
     """A single-file transformer holds no text encoders, VAE or configs: say at once where they must come from."""
-    if source.kind is SourceKind.single_file and not components:
+    if source.kind in (SourceKind.single_file, SourceKind.gguf) and not components:
         raise ModelUnavailable(
             f"{source.location} is a single-file transformer: the text encoders, VAE and configs come from "
             "--components (or FLUXEDIT_COMPONENTS). Pass a diffusers folder of FLUX.1 Kontext [dev] (the one holding "
