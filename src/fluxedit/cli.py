@@ -73,6 +73,21 @@ MemoryOption = Annotated[
         help="auto, gpu, model-offload, group-offload or sequential-offload. [env: FLUXEDIT_MEMORY]", show_default=False
     ),
 ]
+QuantizeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The transformer's precision, chosen at load: auto (what fits the GPU), none, fp8, int8 or nf4. "
+        "[env: FLUXEDIT_QUANTIZE]",
+        show_default=False,
+    ),
+]
+TextEncoderQuantizeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="T5-XXL's precision: auto, none, fp8, int8 or nf4. [env: FLUXEDIT_TEXT_ENCODER_QUANTIZE]",
+        show_default=False,
+    ),
+]
 TextEncoderDeviceOption = Annotated[
     str | None,
     typer.Option(
@@ -237,6 +252,8 @@ def edit(
     dtype: DtypeOption = None,
     memory: MemoryOption = None,
     text_encoder_device: TextEncoderDeviceOption = None,
+    quantize: QuantizeOption = None,
+    text_encoder_quantize: TextEncoderQuantizeOption = None,
     attention: AttentionOption = None,
     cache_mode: CacheModeOption = None,
     cache_threshold: CacheThresholdOption = None,
@@ -269,6 +286,7 @@ def edit(
             model=model, components=components, device=device, dtype=dtype, memory=memory,
             text_encoder_device=text_encoder_device, attention=attention, cache_mode=cache_mode,
             cache_threshold=cache_threshold, max_loras=max_loras, safety_model=safety_model,
+            quantize=quantize, text_encoder_quantize=text_encoder_quantize,
         )  # fmt: skip
         _edit_folder(inputs[0], output, folder_settings, lora or [], safety_checker, engine_flags, server, api_key)
         return
@@ -279,6 +297,7 @@ def edit(
         model=model, components=components, device=device, dtype=dtype, memory=memory,
         text_encoder_device=text_encoder_device, attention=attention, cache_mode=cache_mode,
         cache_threshold=cache_threshold, max_loras=max_loras, safety_model=safety_model,
+        quantize=quantize, text_encoder_quantize=text_encoder_quantize,
     )  # fmt: skip
     try:
         settings = validated_settings(
@@ -595,6 +614,8 @@ def train(
     device: DeviceOption = None,
     dtype: DtypeOption = None,
     text_encoder_device: TextEncoderDeviceOption = None,
+    quantize: QuantizeOption = None,
+    text_encoder_quantize: TextEncoderQuantizeOption = None,
 ) -> None:
     """Train a LoRA from before/after pairs; a stopped run resumes from its last checkpoint. Defaults and
     limits are the API's (docs/training.md)."""
@@ -609,8 +630,9 @@ def train(
     except InputError as error:  # each field is the flag of its name
         raise fail(f"--{error.field.replace('_', '-')}: {error.problem}") from None
     config = _settings(
-        model=model, components=components, device=device, dtype=dtype, text_encoder_device=text_encoder_device
-    )
+        model=model, components=components, device=device, dtype=dtype, text_encoder_device=text_encoder_device,
+        quantize=quantize, text_encoder_quantize=text_encoder_quantize,
+    )  # fmt: skip
     _check_model_source(config)
     try:
         pairs = load_pairs(data, options.default_caption, options.trigger_word)
@@ -671,6 +693,8 @@ def serve(
     dtype: DtypeOption = None,
     memory: MemoryOption = None,
     text_encoder_device: TextEncoderDeviceOption = None,
+    quantize: QuantizeOption = None,
+    text_encoder_quantize: TextEncoderQuantizeOption = None,
     attention: AttentionOption = None,
     cache_mode: CacheModeOption = None,
     cache_threshold: CacheThresholdOption = None,
@@ -701,7 +725,7 @@ def serve(
         memory=memory, text_encoder_device=text_encoder_device, attention=attention, cache_mode=cache_mode,
         cache_threshold=cache_threshold, max_loras=max_loras, workers=workers, safety_model=safety_model,
         public_url=public_url, allow_private_urls=allow_private_urls, allow_unauthenticated=allow_unauthenticated,
-        allowed_networks=allow_network,
+        allowed_networks=allow_network, quantize=quantize, text_encoder_quantize=text_encoder_quantize,
     )  # fmt: skip
     _check_model_source(settings)
     _open_data_folder(settings)
