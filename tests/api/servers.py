@@ -8,7 +8,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
+
 from tests.service.server import FLUXEDIT, Server
+
+REPLICATE_ENDED = ("succeeded", "failed", "canceled")
 
 
 def make_key(data_dir: Path, name: str) -> str:
@@ -53,16 +57,30 @@ class Receiver:
     def about(self, marker: bytes) -> list[tuple[dict[str, str], bytes]]:
         return [call for call in self.received if marker in call[1]]
 
-    def calls_about(self, prediction_id: str, count: int, timeout: float = 30) -> list[tuple[dict, bytes]]:
-        """The calls whose body names this prediction, once there are `count` of them (and a moment for more)."""
+    def calls_about(
+        self, server: httpx.Client, prediction_id: str, count: int, timeout: float = 60
+    ) -> list[tuple[dict, bytes]]:
+        """The calls whose body names this prediction, checked to be exactly `count` and no call more.
+
+        By event, not by waiting a while: a delivery is stored in the transaction of the change that causes it,
+        so once the prediction has ended (`server`: a client with its owner's key) its delivery log is
+        complete; once every delivery there has arrived, the receiver has seen every call it will ever get."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            calls = [call for call in self.received if f'"id":"{prediction_id}"'.encode() in call[1]]
-            if len(calls) >= count:
-                time.sleep(0.5)  # a call too many would show up now
-                return [call for call in self.received if f'"id":"{prediction_id}"'.encode() in call[1]]
+        while (status := server.get(f"/v1/predictions/{prediction_id}").json()["status"]) not in REPLICATE_ENDED:
+            assert time.monotonic() < deadline, f"{prediction_id} did not end (still {status})"
             time.sleep(0.05)
-        raise TimeoutError(f"{count} webhook calls about {prediction_id} did not arrive")
+        while True:
+            response = server.get(f"/v1/prediction/{prediction_id}/webhooks")
+            assert response.status_code == 200, response.text
+            deliveries = response.json()["deliveries"]
+            if all(delivery["state"] == "delivered" for delivery in deliveries):
+                break
+            assert time.monotonic() < deadline, f"webhooks about {prediction_id} not delivered: {deliveries}"
+            time.sleep(0.05)
+        calls = [call for call in self.received if f'"id":"{prediction_id}"'.encode() in call[1]]
+        assert len(calls) == len(deliveries) == count, (count, deliveries, calls)
+        assert all(delivery["attempts"] == 1 for delivery in deliveries)  # this receiver answers 200: no retry
+        return calls
 
     def close(self) -> None:
         self.http.shutdown()

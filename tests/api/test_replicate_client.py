@@ -39,6 +39,14 @@ def client(running) -> replicate.Client:
 
 
 @pytest.fixture(scope="module")
+def alice(running) -> httpx.Client:
+    """Plain HTTP with the client's key, for what the Replicate client does not show (the delivery log)."""
+    server, keys = running
+    with server.client(keys["alice"]) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
 def receiver():
     receiving = Receiver()
     yield receiving
@@ -124,7 +132,7 @@ def test_get_with_wait_holds_the_answer_until_the_end(running, client):
     assert response.json()["status"] == "succeeded"
 
 
-def test_cancel_a_running_and_a_queued_prediction(client, receiver):
+def test_cancel_a_running_and_a_queued_prediction(client, receiver, alice):
     slow = {**FAST, "input_image": io.BytesIO(PHOTO), "num_inference_steps": 50}
     running = client.predictions.create(model=MODEL, input=slow, webhook=receiver.url,
                                         webhook_events_filter=["completed"])  # fmt: skip
@@ -137,7 +145,7 @@ def test_cancel_a_running_and_a_queued_prediction(client, receiver):
     running.cancel()
     running.wait()
     assert running.status == "canceled" and running.output is None
-    ((_, body),) = receiver.calls_about(running.id, 1)
+    ((_, body),) = receiver.calls_about(alice, running.id, 1)
     assert json.loads(body)["status"] == "canceled"  # "completed" includes a cancel
 
 
@@ -207,7 +215,7 @@ def test_a_bad_key_or_another_keys_prediction_is_refused(running, client, receiv
     assert caught.value.status == 404
 
 
-def test_webhooks_follow_the_filter_and_pass_the_clients_own_validator(running, client, receiver):
+def test_webhooks_follow_the_filter_and_pass_the_clients_own_validator(running, client, receiver, alice):
     _, keys = running
     secret = client.webhooks.default.secret()
     assert secret.key.startswith("whsec_") and client.webhooks.default.secret().key == secret.key
@@ -215,7 +223,7 @@ def test_webhooks_follow_the_filter_and_pass_the_clients_own_validator(running, 
     photo = {**FAST, "input_image": io.BytesIO(PHOTO)}
     prediction = client.predictions.create(model=MODEL, input=photo, webhook=receiver.url,
                                            webhook_events_filter=["start", "completed"])  # fmt: skip
-    calls = receiver.calls_about(prediction.id, 2)
+    calls = receiver.calls_about(alice, prediction.id, 2)
     assert sorted(json.loads(body)["status"] for _, body in calls) == ["starting", "succeeded"]
     for headers, body in calls:
         assert client.webhooks.validate(headers=headers, body=body.decode(), secret=secret, tolerance=300) is None
@@ -230,17 +238,17 @@ def test_webhooks_follow_the_filter_and_pass_the_clients_own_validator(running, 
         client.webhooks.validate(headers=headers, body=body.decode(), secret=WebhookSigningSecret(key="whsec_AAAA"))
 
 
-def test_default_webhook_events_are_output_and_completed_in_one_call(client, receiver):
+def test_default_webhook_events_are_output_and_completed_in_one_call(client, receiver, alice):
     prediction = client.models.predictions.create(model=MODEL, input={**FAST, "input_image": io.BytesIO(PHOTO)},
                                                   webhook=receiver.url, wait=30)  # fmt: skip
-    ((_, body),) = receiver.calls_about(prediction.id, 1)
+    ((_, body),) = receiver.calls_about(alice, prediction.id, 1)
     assert json.loads(body)["status"] == "succeeded"
 
 
-def test_the_logs_event_comes_with_each_change_that_logs(client, receiver):
+def test_the_logs_event_comes_with_each_change_that_logs(client, receiver, alice):
     prediction = client.predictions.create(model=MODEL, input={**FAST, "input_image": io.BytesIO(PHOTO)},
                                            webhook=receiver.url, webhook_events_filter=["logs"])  # fmt: skip
-    calls = [json.loads(body) for _, body in receiver.calls_about(prediction.id, 2)]
+    calls = [json.loads(body) for _, body in receiver.calls_about(alice, prediction.id, 2)]
     assert sorted(call["status"] for call in calls) == ["starting", "succeeded"]  # "starting on ...", "done in ..."
     assert all(call["logs"] for call in calls)
 
