@@ -8,8 +8,7 @@ GGUF quantization block never crosses a row, so a row range of a quantized tenso
 
 from __future__ import annotations
 
-import os
-
+import numpy as np
 import torch
 from accelerate import init_empty_weights
 from diffusers import FluxTransformer2DModel, GGUFQuantizationConfig
@@ -18,16 +17,29 @@ from ..schema import ModelUnavailable
 from .bfl_checkpoint import COMFY_PREFIX, bfl_pieces, swap_halves
 
 
-def _check_complete(path: str, reader) -> None:
-    """GGUFReader memory-maps the file: a truncated one would only fail later, deep in a layer."""
-    size = os.path.getsize(path)
-    for tensor in reader.tensors:
-        end = int(tensor.data_offset) + int(tensor.n_bytes)
-        if end > size:
-            raise ModelUnavailable(
-                f"{path} is truncated: tensor {tensor.name} ends at byte {end:,} but the file has {size:,} bytes "
-                "(an interrupted download? fetch it again)"
-            )
+class _Truncated(Exception):
+    def __init__(self, tensor: str, end: int, size: int):
+        super().__init__(tensor, end, size)
+        self.tensor, self.end, self.size = tensor, end, size
+
+
+def _open_reader(path: str):
+    """gguf's GGUFReader, checking first that every tensor lies inside the file: on a truncated one the reader
+    itself fails reshaping the short tensor ("cannot reshape array of size ..."), which says nothing useful."""
+    import gguf
+
+    class CheckedReader(gguf.GGUFReader):
+        def _build_tensors(self, start_offs, fields):
+            size = len(self.data)
+            for field in fields:
+                _, name, _, dims, raw_type, offset = field.parts
+                block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(raw_type[0])]
+                end = int(start_offs + offset[0]) + int(np.prod(dims)) * type_size // block
+                if end > size:
+                    raise _Truncated(bytes(name).decode(), end, size)
+            super()._build_tensors(start_offs, fields)
+
+    return CheckedReader(path)
 
 
 def read_gguf(path: str) -> dict[str, torch.Tensor]:
@@ -36,10 +48,14 @@ def read_gguf(path: str) -> dict[str, torch.Tensor]:
     from diffusers.quantizers.gguf.utils import SUPPORTED_GGUF_QUANT_TYPES, GGUFParameter
 
     try:
-        reader = gguf.GGUFReader(path)
+        reader = _open_reader(path)
+    except _Truncated as short:
+        raise ModelUnavailable(
+            f"{path} is truncated: tensor {short.tensor} ends at byte {short.end:,} but the file has {short.size:,} "
+            "bytes (an interrupted download? fetch it again)"
+        ) from None
     except Exception as error:  # the gguf package raises ValueError, struct.error, IndexError... on bad files
         raise ModelUnavailable(f"{path} is not a readable GGUF file ({type(error).__name__}: {error})") from None
-    _check_complete(path, reader)
     plain = (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
     tensors = {}
     for tensor in reader.tensors:
