@@ -12,7 +12,7 @@ import torch
 
 from fluxedit.engine import Engine
 from fluxedit.engine.engine import EditRequest
-from fluxedit.engine.fast_paths import FP8_MIN_CAPABILITY, FastTransformer
+from fluxedit.engine.fast_paths import FP8_MIN_CAPABILITY
 from tests.helpers import settings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
@@ -66,16 +66,28 @@ def test_text_encoder_on_the_cpu_leaves_the_rest_on_the_gpu(landscape):
         torch.cuda.empty_cache()
 
 
-def test_high_uses_fp8_on_a_capable_gpu(gpu_engine):
+def test_high_uses_fp8_on_a_capable_gpu(landscape):
+    """fp8 is a load-time choice (--quantize fp8): `high` runs that one loaded fp8 transformer, never a copy."""
     capability = torch.cuda.get_device_capability()
     if capability < FP8_MIN_CAPABILITY:
         pytest.skip(f"fp8 needs compute capability {FP8_MIN_CAPABILITY} or more (this GPU: {capability})")
     if importlib.util.find_spec("torchao") is None:
         pytest.skip("fp8 needs torchao, not installed here")
-    fast = FastTransformer(gpu_engine.model.pipe.transformer, torch.device("cuda"))
-    model, notes = fast.get()
-    assert model is not gpu_engine.model.pipe.transformer, notes  # an fp8 copy, the bf16 model left as it was
-    assert not any("bf16 used" in note for note in notes), notes
+    engine = Engine.load(model="tiny", device="cuda", memory_mode="gpu", quantize="fp8")
+    try:
+        assert engine.model.precision.transformer == "fp8"
+        weight = engine.pipe.transformer.transformer_blocks[0].attn.to_q.weight
+        assert getattr(weight, "qdata", weight).dtype == torch.float8_e4m3fn, type(weight)
+        result = engine.edit(EditRequest(settings(acceleration="high"), [landscape]))
+        assert result.acceleration == "high"
+        assert not any("not fp8" in line for line in result.logs), result.logs
+        model, notes = engine.fast.get()
+        assert model is engine.pipe.transformer, notes  # the loaded fp8 transformer itself: no second copy
+        held = [value for value in vars(engine.fast).values() if isinstance(value, torch.nn.Module)]
+        assert held == [engine.pipe.transformer]
+    finally:
+        del engine
+        torch.cuda.empty_cache()
 
 
 def test_high_compiles_and_says_nothing_fell_back(gpu_engine, landscape):
