@@ -17,7 +17,8 @@ from fluxedit.training_options import (
     validated_training_options,
 )
 
-ENGINE_AND_PATHS = {"data", "out", "work_dir", "model", "components", "device", "dtype", "text_encoder_device"}
+ENGINE_AND_PATHS = {"data", "out", "work_dir", "model", "components", "device", "dtype", "text_encoder_device",
+                    "quantize", "text_encoder_quantize"}  # fmt: skip
 
 
 def _train_params() -> dict:
