@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from fluxedit.service.batches import PREPARED_AT_ONCE
 from tests.helpers import encoded, pattern
 from tests.service.server import FLUXEDIT, Server, upload
+from tests.service.test_batches import wait_batch
 
 STEP = {"prompt": "make it blue", "num_inference_steps": 1}
 IMAGES = 8  # twice PREPARED_AT_ONCE: all at once would show as more fetches under way than allowed
@@ -77,16 +78,6 @@ def wait_until(condition, timeout: float = 60, what: str = "the condition") -> N
         time.sleep(0.05)
 
 
-def wait_batch(client, batch_id: str, timeout: float = 240) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = client.get(f"/v1/batches/{batch_id}").json()
-        if batch["completed_at"] is not None:
-            return batch
-        time.sleep(0.2)
-    raise TimeoutError(f"batch {batch_id} did not end: {batch}")
-
-
 def test_a_restarted_server_fetches_a_batchs_urls_a_few_at_a_time_and_finishes_it(tmp_path):
     data = tmp_path / "data"
     images = HeldImages()
@@ -104,7 +95,7 @@ def test_a_restarted_server_fetches_a_batchs_urls_a_few_at_a_time_and_finishes_i
             time.sleep(1.0)  # room for any further fetch a restart would wrongly start at once
             assert images.most[1] == PREPARED_AT_ONCE, f"{images.most[1]} fetches at once after the restart"
             images.release.set()
-            ended = wait_batch(client, batch_id)
+            ended = wait_batch(client, batch_id, timeout=240)
     assert ended["counts"]["success"] == IMAGES, ended
     assert images.most[1] == PREPARED_AT_ONCE
 
