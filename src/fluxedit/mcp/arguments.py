@@ -80,3 +80,11 @@ def _base64(text: str) -> bytes | None:
         return base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError):
         return None
+
+
+def edit_options(loras, **values) -> dict:
+    """The edit settings a tool was given, for the SDK: what was left out takes the server's default."""
+    options = {name: value for name, value in values.items() if value is not None}
+    if loras:
+        options["loras"] = [lora.model_dump() for lora in loras]
+    return options

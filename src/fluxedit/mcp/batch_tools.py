@@ -15,7 +15,7 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from ..schema import EditInput, InputError
-from .arguments import image_argument
+from .arguments import edit_options, image_argument
 from .connection import Connection
 from .failures import readable_failures
 from .schemas import server_limited
@@ -72,14 +72,11 @@ def register_batch_tools(server: MCPServer, connection: Connection, tool: Callab
         """Start one edit over many images (a batch): each image becomes a prediction on the server, run in
         the background. Returns the batch: its id, status, total, counts by status and progress. Follow it with
         batch_status; its results.zip URL downloads every output with a manifest.csv."""
-        options = {
-            "seed": seed, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
-            "num_images": num_images, "output_format": output_format, "resolution_mode": resolution_mode,
-            "acceleration": acceleration,
-        }  # fmt: skip
-        options = {name: value for name, value in options.items() if value is not None}
-        if loras:
-            options["loras"] = [lora.model_dump() for lora in loras]
+        options = edit_options(
+            loras, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            num_images=num_images, output_format=output_format, resolution_mode=resolution_mode,
+            acceleration=acceleration,
+        )  # fmt: skip
         with connection.client(ctx) as client, readable_failures(client.base_url, connection.hint):
             source = _batch_source(images, prompts, zip_file, local)
             batch = await anyio.to_thread.run_sync(

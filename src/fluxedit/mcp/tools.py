@@ -25,7 +25,7 @@ from .. import __version__
 from ..client import EditedImage
 from ..schema import EditInput
 from ..training_options import TrainingInput
-from .arguments import image_argument, zip_argument
+from .arguments import edit_options, image_argument, zip_argument
 from .batch_tools import register_batch_tools
 from .connection import Connection
 from .edits import run_edit
@@ -118,14 +118,11 @@ def _register(server: MCPServer, connection: Connection) -> None:
         URL, the seed and the prediction id. Takes about a second per step on a small GPU; progress is reported
         per denoising step. A bad value is refused with the server's message naming the field and its limit.
         (Masked edits are not supported yet.)"""
-        options = {
-            "seed": seed, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
-            "num_images": num_images, "output_format": output_format, "resolution_mode": resolution_mode,
-            "acceleration": acceleration,
-        }  # fmt: skip
-        options = {name: value for name, value in options.items() if value is not None}
-        if loras:
-            options["loras"] = [lora.model_dump() for lora in loras]
+        options = edit_options(
+            loras, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            num_images=num_images, output_format=output_format, resolution_mode=resolution_mode,
+            acceleration=acceleration,
+        )  # fmt: skip
         with connection.client(ctx) as client, readable_failures(client.base_url, connection.hint):
             main = image_argument(image, "image", local)
             refs = [image_argument(ref, f"references[{i}]", local) for i, ref in enumerate(references or [])]
