@@ -17,6 +17,7 @@ MAX_SEED = 2**64 - 1
 MAX_REFERENCE_IMAGES = 3  # besides the main image
 MAX_PROMPT_CHARS = 2000
 ACCELERATION_LEVELS = ("none", "regular", "high")
+OUTPUT_RESOLUTIONS = ("model", "input")  # the size a result comes back at: the model's, or the input's own
 
 
 class OutputFormat(StrEnum):
@@ -127,8 +128,22 @@ class EditSettings(BaseModel):
         description="none (every step in full), regular (step caching) or high (caching, fp8, compiled).",
     )
     write_metadata: bool = Field(True, description="Embed prompt, seed and settings in the image file.")
+    strength: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="With a mask: how far the masked region may move from the input (0 keeps it, 1 regenerates it).",
+    )
+    output_resolution: str = Field(
+        "model",
+        json_schema_extra={"enum": list(OUTPUT_RESOLUTIONS)},
+        description="model (the model's ~1 MP size) or input (the input's own size; untouched pixels kept exactly).",
+    )
 
-    @field_validator("num_inference_steps", "guidance_scale", "seed", "num_images", "output_quality", mode="before")
+    @field_validator(
+        "num_inference_steps", "guidance_scale", "seed", "num_images", "output_quality", "strength", mode="before"
+    )
     @classmethod
     def _settings_numbers(cls, value: object) -> object:
         return refuse_booleans(value)
@@ -145,6 +160,10 @@ class EditSettings(BaseModel):
             )
         if not self.prompt.strip():
             raise InputError("prompt", "must not be blank")
+        if self.output_resolution not in OUTPUT_RESOLUTIONS:
+            raise InputError(
+                "output_resolution", f"must be one of {', '.join(OUTPUT_RESOLUTIONS)} (got {self.output_resolution!r})"
+            )
         if self.acceleration not in ACCELERATION_LEVELS:
             raise InputError(
                 "acceleration", f"must be one of {', '.join(ACCELERATION_LEVELS)} (got {self.acceleration!r})"
@@ -180,6 +199,12 @@ class EditInput(EditSettings):
     )
     image_urls: list[str] = Field(
         default_factory=list, max_length=MAX_REFERENCE_IMAGES, description="Up to 3 more reference images."
+    )
+    mask_url: str | None = Field(
+        None,
+        min_length=1,
+        description="Where the edit may change the picture: a greyscale or RGBA image the main image's size, "
+        "white (or opaque) where it may change; a URL, a data URI, or a file of this server.",
     )
     enable_safety_checker: bool = Field(True, description="Black out outputs the safety model flags.")
     loras: list[LoraRef] = Field(default_factory=list, max_length=MAX_LORAS)

@@ -67,6 +67,7 @@ class EditRequest:
     images: list[DecodedImage]  # the main image first, then up to 3 references
     safety_check: bool = False  # run the safety model (when the engine has one) on the outputs
     loras: list[LoraSpec] = field(default_factory=list)  # adapters for this edit, with their scales
+    mask: DecodedImage | None = None  # where the edit may change the main image (white/opaque); None: everywhere
 
 
 @dataclass

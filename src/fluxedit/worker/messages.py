@@ -64,6 +64,7 @@ class EditJob:
     images: tuple[InputFile, ...]  # main image first
     safety_check: bool
     loras: tuple[LoraFile, ...] = ()
+    mask: InputFile | None = None  # where the edit may change the main image; None: everywhere
 
 
 @dataclass(frozen=True)
