@@ -6,7 +6,7 @@ FLUXEDIT := $(VENV)/bin/fluxedit
 # The model `make serve` uses: the real one by default; MODEL=tiny runs anywhere (its images are noise).
 MODEL ?= black-forest-labs/FLUX.1-Kontext-dev
 
-.PHONY: serve test screenshots install install-test browser lint clean
+.PHONY: serve test screenshots install install-test browser postgres lint clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test browser
+install-test: $(VENV)/.installed-test browser postgres
 
 # The playground's tests drive Debian's chromium through Playwright (which never downloads a browser
 # here). As root it is installed when missing; otherwise those tests skip, saying so.
@@ -31,6 +31,16 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else \
 	    echo "chromium is missing: the browser tests will be skipped (as root: apt-get install -y chromium)"; \
+	  fi; }
+
+# The PostgreSQL tests start a throwaway cluster of Debian's server (tests/postgres.py). As root it is
+# installed when missing; otherwise those tests skip, saying so.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else \
+	    echo "postgresql is missing: the PostgreSQL tests will be skipped (as root: apt-get install -y postgresql)"; \
 	  fi; }
 
 # The service: API, queue and workers on http://127.0.0.1:8000, data in ./fluxedit-data.
