@@ -680,6 +680,14 @@ def _run_training(config: Settings, pairs, out: Path, work_dir: Path, options) -
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(keys_app, name="keys")
 DataDirOption = Annotated[Path | None, typer.Option(help="The service's data folder. [env: FLUXEDIT_DATA_DIR]")]
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        help="SQLAlchemy URL of the database, e.g. postgresql+psycopg://user@db/fluxedit (default: SQLite in the "
+        "data folder). [env: FLUXEDIT_DATABASE_URL]",
+        show_default=False,
+    ),
+]
 
 
 @app.command()
@@ -689,6 +697,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
     data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
     memory: MemoryOption = None,
@@ -718,7 +727,6 @@ def serve(
     from .api.app import create_app
     from .service.access import is_loopback_host
     from .service.keys import KeyRing
-    from .store.database import open_database
 
     settings = _settings(
         model=model, components=components, host=host, port=port, data_dir=data_dir, device=device, dtype=dtype,
@@ -727,9 +735,11 @@ def serve(
         public_url=public_url, allow_private_urls=allow_private_urls, allow_unauthenticated=allow_unauthenticated,
         allowed_networks=allow_network, quantize=quantize, text_encoder_quantize=text_encoder_quantize,
     )  # fmt: skip
+    if database_url is not None:
+        settings.database_url = database_url
     _check_model_source(settings)
     _open_data_folder(settings)
-    keys = KeyRing(open_database(settings.resolved_database_url))
+    keys = KeyRing(_open_sessions(settings))
     if not is_loopback_host(settings.host) and not settings.allow_unauthenticated and not keys.any_active():
         revoked = " (every key is revoked, so it would refuse every request)" if keys.ever_had_keys() else ""
         raise fail(
@@ -756,6 +766,36 @@ def _open_data_folder(settings: Settings) -> Path:
     return folder
 
 
+def _open_sessions(settings: Settings):
+    """The database's session factory; one behind its migrations is refused, naming `fluxedit migrate`."""
+    from .store.database import DatabaseBehind, open_database
+
+    try:
+        return open_database(settings.resolved_database_url)
+    except DatabaseBehind as behind:
+        raise fail(str(behind)) from None
+
+
+@app.command()
+def migrate(data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None) -> None:
+    """Upgrade the database to this version's schema (servers refuse one that is behind). Stop its servers first."""
+    from .store.database import DatabaseBehind, safe_url
+    from .store.database import migrate as upgrade_database
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    if not settings.database_url:
+        _open_data_folder(settings)
+    url = settings.resolved_database_url
+    try:
+        before, head = upgrade_database(url)
+    except DatabaseBehind as newer:
+        raise fail(str(newer)) from None
+    if before == head:
+        say(f"{safe_url(url)}: already at migration {head}; nothing to do")
+    else:
+        say(f"{safe_url(url)}: upgraded from migration {before or 'none'} to {head}")
+
+
 def _data_dir_flag(settings: Settings) -> str:
     """The --data-dir a suggested command needs to reach the same data as this one."""
     import shlex
@@ -766,11 +806,10 @@ def _data_dir_flag(settings: Settings) -> str:
 def _key_ring(data_dir: Path | None):
     from .config import Settings
     from .service.keys import KeyRing
-    from .store.database import open_database
 
     settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
     _open_data_folder(settings)
-    return KeyRing(open_database(settings.resolved_database_url))
+    return KeyRing(_open_sessions(settings))
 
 
 @keys_app.command("create")
@@ -830,7 +869,6 @@ def gc(
     """Remove what has expired now (FLUXEDIT_RETAIN_*); safe while the server runs."""
     from .service.quota import StorageQuota, size_text
     from .service.retention import READ_GRACE_S, Retention
-    from .store.database import open_database
     from .store.files import FileStore
 
     overrides = {"retain_inputs": retain_inputs, "retain_outputs": retain_outputs, "retain_trainings": retain_trainings}
@@ -839,7 +877,7 @@ def gc(
         folder = settings.data_dir.expanduser().resolve()
         raise fail(f"no fluxedit data in {folder}: name the server's folder with --data-dir or FLUXEDIT_DATA_DIR")
     folder = _open_data_folder(settings)
-    sessions = open_database(settings.resolved_database_url)
+    sessions = _open_sessions(settings)
     quota = StorageQuota.from_settings(settings, sessions)
     retention = Retention.from_settings(settings, sessions, FileStore(folder / "files", sessions), quota)
     say(
