@@ -75,10 +75,10 @@ def test_expired_files_go_but_never_one_that_queued_or_running_work_needs(tmp_pa
     assert (expired.report.outputs, expired.report.inputs) == (1, 1)
     assert not exists(sessions, old_output) and not exists(sessions, old_input)  # views say data_removed now
     assert all(exists(sessions, f) for f in (queued_input, running_input, recently_used))
+    assert sorted(expired.file_ids) == sorted([old_output, old_input])
     gone = [files.path(old_output), files.path(old_input)]
-    assert sorted(expired.paths) == sorted(gone)
     assert all(path.is_file() for path in gone)  # a reader that found the record a moment ago still opens it
-    Retention.remove(expired.paths)
+    retention(tmp_path, store).remove(expired)
     assert not any(path.exists() for path in gone)
     assert files.path(queued_input).is_file() and files.path(running_input).is_file()
 

@@ -22,7 +22,6 @@ from ..store.files import EXTENSIONS, FileStore
 from ..store.models import Batch, Prediction
 
 PAGE = 200
-CHUNK = 1 << 20
 MANIFEST_COLUMNS = ("name", "prediction_id", "status", "error", "seed")
 
 
@@ -65,8 +64,8 @@ def results_zip(sessions: sessionmaker[Session], files: FileStore, batch: Batch)
                     continue  # removed since (retention): left out, as the views leave it out
                 member = _unique(_output_name(name, number, len(outputs), EXTENSIONS[record.content_type]), used,
                                  row.batch_index)  # fmt: skip
-                with archive.open(member, "w") as target, files.path(file_id).open("rb") as source:
-                    while chunk := source.read(CHUNK):
+                with archive.open(member, "w") as target:
+                    for chunk in files.chunks(file_id):  # from the local folder or the object store
                         target.write(chunk)
                         yield sink.take()
                 yield sink.take()

@@ -78,7 +78,7 @@ class LoraResolver:
         else:
             sha256 = await self._from_hub(ref, field)
         self.store.touch(sha256)
-        return ResolvedLora(str(self.store.path(sha256)), sha256, scale, field, in_store=True)
+        return ResolvedLora(self.store.location(sha256), sha256, scale, field, in_store=True)
 
     async def _download(self, url: str, field: str) -> str:
         sha256 = self.store.cached(url)

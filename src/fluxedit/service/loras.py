@@ -1,9 +1,9 @@
 """The service's LoRA files: registered by name or downloaded (service/lora_resolver.py resolves a
 request's reference into one); each a checked safetensors file on disk.
 
-Files are kept once per content hash (data/loras/<sha256>.safetensors). Downloads
-are a cache: when they pass the size cap, the least recently used ones go.
-Registered files stay until deleted.
+Files are kept once per content hash (<sha256>.safetensors in the LoRA backend: data/loras/, or the loras/
+prefix of an S3 store, store/objects_setup.py); each is written and checked in a local folder first. Downloads
+are a cache: when they pass the size cap, the least recently used ones go. Registered files stay until deleted.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..schema import InputError
-from ..store.files import lora_path
+from ..store.files import lora_key, lora_path
 from ..store.models import LoraBlob, LoraName, LoraSource, utcnow
+from ..store.objects import LocalFolderObjects, ObjectBackend
 from .in_use import in_use
 from .keys import Caller
 from .quota import NOBODY
@@ -53,8 +54,18 @@ def safetensors_keys(path: Path, field: str) -> list[str]:
 
 
 class LoraStore:
-    def __init__(self, folder: Path, sessions: sessionmaker[Session], max_bytes: int, cache_bytes: int, quota=None):
+    def __init__(
+        self,
+        folder: Path,
+        sessions: sessionmaker[Session],
+        max_bytes: int,
+        cache_bytes: int,
+        quota=None,
+        objects: ObjectBackend | None = None,
+    ):
+        """`folder`: where files are written and checked; `objects`: where they are kept (default: that folder)."""
         self.folder = folder
+        self.objects: ObjectBackend = objects or LocalFolderObjects(folder)
         self.sessions = sessions
         self.max_bytes = max_bytes
         self.cache_bytes = cache_bytes
@@ -62,7 +73,15 @@ class LoraStore:
         folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
+        """Where a kept LoRA lies in the local folder (a local store's; tests look there)."""
         return lora_path(self.folder, sha256)
+
+    def location(self, sha256: str) -> str:
+        """Where a kept LoRA is, as a prediction's record shows it (a path, or an s3:// address)."""
+        return self.objects.describe(lora_key(sha256))
+
+    def has(self, sha256: str) -> bool:
+        return self.objects.exists(lora_key(sha256))
 
     def add(self, temporary: Path, field: str, kept: bool, owner=NOBODY) -> tuple[str, int]:
         """Check a written file, move it under its content hash, record it; (sha256, size). `owner`: the key
@@ -77,7 +96,7 @@ class LoraStore:
         with self.sessions() as session:
             new_on_disk = 0 if session.get(LoraBlob, sha256) is not None else size
         with self.quota.room_for(owner, size, new_on_disk) if self.quota else contextlib.nullcontext():
-            os.replace(temporary, self.path(sha256))
+            self.objects.put_file(lora_key(sha256), temporary)
             with self.sessions.begin() as session:
                 blob = session.get(LoraBlob, sha256)
                 if blob is None:
@@ -114,7 +133,7 @@ class LoraStore:
                 total -= blob.size
                 session.query(LoraSource).filter(LoraSource.sha256 == blob.sha256).delete()
                 session.delete(blob)
-                self.path(blob.sha256).unlink(missing_ok=True)
+                self.objects.delete(lora_key(blob.sha256))
 
     # ---- registered names ------------------------------------------------------------------
 
@@ -169,7 +188,7 @@ class LoraStore:
     def cached(self, source: str) -> str | None:
         with self.sessions() as session:
             record = session.get(LoraSource, source)
-        if record is not None and self.path(record.sha256).is_file():
+        if record is not None and self.has(record.sha256):
             return record.sha256
         return None
 

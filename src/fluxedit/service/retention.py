@@ -9,17 +9,17 @@ Nothing that queued or running work needs is touched (in_use.py), checked in the
 that deletes the records, so no prediction can start on a file between the check and the delete. A record
 goes first: from then on every view says `data_removed` and no new reader finds the file; its bytes go
 READ_GRACE_S later, so a reader that found the record a moment before still opens them.
+
+Bytes are removed through the stores' object backends (a local folder or S3: store/objects.py); the training
+folders are local either way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import shutil
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +30,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..schema import ENDED_STATUSES
 from ..store.files import INPUT_PURPOSES, FileStore
 from ..store.models import LoraBlob, Prediction, StoredFile, Training, WebhookDelivery
+from ..store.objects import PARTIAL, LocalFolderObjects, ObjectBackend, StoredObject
+from ..store.objects_setup import Storage
 from .in_use import in_use
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class SweepReport:
 @dataclass
 class Expired:
     report: SweepReport
-    paths: list[Path] = field(default_factory=list)  # bytes whose records are gone: removed after READ_GRACE_S
+    file_ids: list[str] = field(default_factory=list)  # files whose records are gone: bytes removed after READ_GRACE_S
 
 
 class Retention:
@@ -81,11 +83,14 @@ class Retention:
         retain_outputs: float | None,
         retain_trainings: float | None,
         quota=None,
+        lora_objects: ObjectBackend | None = None,
     ):
+        """`loras_folder`: where LoRA files are written first; `lora_objects`: where they are kept (that folder)."""
         self.sessions = sessions
         self.files = files
         self.trainings_folder = trainings_folder
         self.loras_folder = loras_folder
+        self.lora_objects = lora_objects or LocalFolderObjects(loras_folder)
         self.retain_inputs = retain_inputs  # seconds; None: kept for ever
         self.retain_outputs = retain_outputs
         self.retain_trainings = retain_trainings
@@ -93,15 +98,17 @@ class Retention:
 
     @classmethod
     def from_settings(cls, settings, sessions: sessionmaker[Session], files: FileStore, quota=None) -> Retention:
+        storage = Storage.from_settings(settings)
         return cls(
             sessions,
             files,
             settings.data_dir / "trainings",
-            settings.data_dir / "loras",
+            storage.lora_staging(settings.data_dir),
             retain_inputs=settings.retain_inputs,
             retain_outputs=settings.retain_outputs,
             retain_trainings=settings.retain_trainings,
             quota=quota,
+            lora_objects=storage.loras(),
         )
 
     # ---- one sweep ------------------------------------------------------------------------
@@ -109,9 +116,9 @@ class Retention:
     def sweep(self, now: datetime | None = None, dry_run: bool = False, grace: float = READ_GRACE_S) -> SweepReport:
         """Everything in one call, waiting out the read grace (for `fluxedit gc`)."""
         expired = self.expire(now, dry_run)
-        if expired.paths:
+        if expired.file_ids:
             time.sleep(grace)
-            self.remove(expired.paths)
+            self.remove(expired)
         return expired.report
 
     def expire(self, now: datetime | None = None, dry_run: bool = False) -> Expired:
@@ -143,10 +150,10 @@ class Retention:
                 return session.scalar(select(func.count()).select_from(WebhookDelivery).where(ended))
             return session.execute(delete(WebhookDelivery).where(ended)).rowcount
 
-    @staticmethod
-    def remove(paths: Iterable[Path]) -> None:
-        for path in paths:
-            path.unlink(missing_ok=True)
+    def remove(self, expired: Expired) -> None:
+        """The bytes of the files `expire` took the records of (once READ_GRACE_S has passed)."""
+        for file_id in expired.file_ids:
+            self.files.objects.delete(self.files.key(file_id))
 
     # ---- files ------------------------------------------------------------------------------
 
@@ -175,20 +182,18 @@ class Retention:
                     if file_id not in needed and not self._stored_again_since(file_id, cutoff)
                 ]
                 if doomed and not dry_run:
-                    for file_id, _ in doomed:
-                        _touch(self.files.path(file_id))  # fresh: no leftover scan takes it before its grace
+                    for file_id, _ in doomed:  # fresh: no leftover scan takes it before its grace
+                        self.files.objects.touch(self.files.key(file_id))
                     session.execute(delete(StoredFile).where(StoredFile.id.in_([f for f, _ in doomed])))
             count += len(doomed)
             expired.report.bytes_freed += sum(size for _, size in doomed)
             if not dry_run:
-                expired.paths += [self.files.path(file_id) for file_id, _ in doomed]
+                expired.file_ids += [file_id for file_id, _ in doomed]
 
     def _stored_again_since(self, file_id: str, cutoff: datetime) -> bool:
         """An input sent again is the same file (content addressing); its bytes' time says when it last came."""
-        try:
-            return os.stat(self.files.path(file_id)).st_mtime >= cutoff.timestamp()
-        except OSError:
-            return False  # its bytes are gone already: only the record is left to remove
+        modified = self.files.objects.modified(self.files.key(file_id))
+        return modified is not None and modified >= cutoff.timestamp()  # None: only the record is left to remove
 
     def _inputs_used_since(self, cutoff: datetime) -> set[str]:
         used: set[str] = set()
@@ -222,22 +227,26 @@ class Retention:
     def _remove_leftovers(self, now: datetime, expired: Expired, dry_run: bool) -> None:
         old = now.timestamp() - LEFTOVER_AGE_S
         report = expired.report
-        pending = set(expired.paths)  # removed after their read grace, not now
-        partials = [*self.files.folder.glob("*/*.partial"), *self.loras_folder.glob("*.partial")]
+        pending = {self.files.key(file_id) for file_id in expired.file_ids}  # removed after their read grace
+        partials = [*self.loras_folder.glob("*.partial")]  # a LoRA being written or checked
         partials += self.trainings_folder.glob("upload-*.zip")  # an upload whose request never ended
         partials += self.trainings_folder.glob("*/work/*.staged")
         for path in partials:
             report.leftovers += _remove_if_older(path, old, report, dry_run)
+        files = [entry for entry in self.files.objects.listing() if entry.key.count("/") == 1]  # <xy>/<file id>
+        unfinished = [entry for entry in files if entry.key.endswith(PARTIAL)]  # bytes being written at a crash
+        recorded = [entry for entry in files if not entry.key.endswith(PARTIAL)]
+        blobs = {entry.key.removesuffix(".safetensors"): entry for entry in self.lora_objects.listing()
+                 if entry.key.endswith(".safetensors") and "/" not in entry.key}  # fmt: skip
         with self.sessions() as session:
-            for folder in _subfolders(self.files.folder):
-                names = [p.name for p in folder.iterdir() if p.suffix != ".partial"]
-                known = _existing(session, StoredFile.id, names)
-                for name in set(names) - known:  # bytes whose record never was written, or is gone a day
-                    if folder / name not in pending:
-                        report.leftovers += _remove_if_older(folder / name, old, report, dry_run)
-            blobs = {p.stem: p for p in self.loras_folder.glob("*.safetensors")}
-            for sha256 in set(blobs) - _existing(session, LoraBlob.sha256, list(blobs)):
-                report.leftovers += _remove_if_older(blobs[sha256], old, report, dry_run)
+            known = _existing(session, StoredFile.id, [entry.key.rsplit("/", 1)[1] for entry in recorded])
+            # bytes whose record never was written, or is gone a day
+            strays = [e for e in recorded if e.key.rsplit("/", 1)[1] not in known and e.key not in pending]
+            stray_blobs = [blobs[sha] for sha in set(blobs) - _existing(session, LoraBlob.sha256, list(blobs))]
+            for entry in unfinished + strays:
+                report.leftovers += _remove_object_if_older(self.files.objects, entry, old, report, dry_run)
+            for entry in stray_blobs:
+                report.leftovers += _remove_object_if_older(self.lora_objects, entry, old, report, dry_run)
             folders = [p for p in _subfolders(self.trainings_folder) if p.name.startswith("training_")]
             for training_id in {p.name for p in folders} - _existing(session, Training.id, [p.name for p in folders]):
                 if (self.trainings_folder / training_id).stat().st_mtime < old:  # a create that never finished
@@ -251,9 +260,9 @@ async def sweep_forever(retention: Retention, interval: float) -> None:
     while True:
         try:
             expired = await asyncio.to_thread(retention.expire)
-            if expired.paths:
+            if expired.file_ids:
                 await asyncio.sleep(READ_GRACE_S)
-                await asyncio.to_thread(retention.remove, expired.paths)
+                await asyncio.to_thread(retention.remove, expired)
             if expired.report.removed:
                 log.info("retention: %s", expired.report.summary())
         except Exception:  # a failed sweep is tried again at the next interval, never stops the server
@@ -272,9 +281,13 @@ def _subfolders(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
 
 
-def _touch(path: Path) -> None:
-    with contextlib.suppress(OSError):  # already gone
-        os.utime(path)
+def _remove_object_if_older(objects: ObjectBackend, entry: StoredObject, moment: float, report, dry_run) -> int:
+    if entry.modified >= moment:
+        return 0
+    if not dry_run:
+        objects.delete(entry.key)
+    report.bytes_freed += entry.size
+    return 1
 
 
 def _remove_if_older(path: Path, moment: float, report: SweepReport, dry_run: bool) -> int:

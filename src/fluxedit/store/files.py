@@ -1,4 +1,4 @@
-"""File bytes in a local folder, their records in the database.
+"""File bytes in an object backend (a local folder, or S3: store/objects.py), their records in the database.
 
 Ids are 128-bit random, so a file's URL is also a capability: outputs can be
 shown in an <img> without a key, the way presigned object-store URLs work.
@@ -7,18 +7,17 @@ Inputs are content-addressed per key: the same bytes uploaded or sent again by
 the same key give back the file stored the first time (same id), so sending one
 image with every edit stores it once. Outputs are always new files.
 
-A worker reads stored bytes by id, not by path (`LocalStoreReader` here; a reader of an object store
-takes its place for workers on other machines), and checks them against the record it was given.
+A worker reads stored bytes by id, not by path (`LocalStoreReader` here; `S3StoreReader` in store/s3_reader.py
+for a store on S3, on any machine), and checks them against the record it was given.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import threading
-from collections.abc import Iterable
-from contextlib import nullcontext, suppress
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import StoredFile
+from .objects import LocalFolderObjects, ObjectBackend
 
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 EXTENSIONS = {v: k if k != "jpeg" else "jpg" for k, v in CONTENT_TYPES.items()}
@@ -36,18 +36,35 @@ def new_file_id() -> str:
     return "file_" + secrets.token_urlsafe(16)
 
 
+def file_key(file_id: str) -> str:
+    """A file's key in the files backend: fanned out by the id's last two characters."""
+    return f"{file_id[-2:]}/{file_id}"
+
+
+def lora_key(sha256: str) -> str:
+    """A LoRA's key in the LoRA backend: one object per content hash."""
+    return f"{sha256}.safetensors"
+
+
 def file_path(folder: Path, file_id: str) -> Path:
-    """Where a file's bytes lie in a local files folder (fanned out by the id's last two characters)."""
-    return folder / file_id[-2:] / file_id
+    """Where a file's bytes lie in a local files folder."""
+    return folder / file_key(file_id)
 
 
 def lora_path(folder: Path, sha256: str) -> Path:
-    """Where a LoRA's bytes lie in a local LoRA folder: one file per content hash."""
-    return folder / f"{sha256}.safetensors"
+    """Where a LoRA's bytes lie in a local LoRA folder."""
+    return folder / lora_key(sha256)
 
 
 class StoredBytesMismatch(OSError):
-    """The bytes read for a file are not the ones its record describes (changed or damaged on disk)."""
+    """The bytes read for a file are not the ones its record describes (changed or damaged in the store)."""
+
+
+def check_stored_bytes(file_id: str, data: bytes, size: int | None, sha256: str | None) -> bytes:
+    """The bytes, when they match the record a job carries; StoredBytesMismatch naming the file otherwise."""
+    if (size is not None and len(data) != size) or (sha256 and hashlib.sha256(data).hexdigest() != sha256):
+        raise StoredBytesMismatch(f"the stored file {file_id} does not match its record (changed in the store)")
+    return data
 
 
 @dataclass(frozen=True)
@@ -60,24 +77,33 @@ class LocalStoreReader:
 
     def read_file(self, file_id: str, *, size: int | None = None, sha256: str | None = None) -> bytes:
         data = file_path(self.files, file_id).read_bytes()  # a file that is gone raises FileNotFoundError
-        if (size is not None and len(data) != size) or (sha256 and hashlib.sha256(data).hexdigest() != sha256):
-            raise StoredBytesMismatch(f"the stored file {file_id} does not match its record (changed on disk)")
-        return data
+        return check_stored_bytes(file_id, data, size, sha256)
 
     def lora_path(self, digest: str) -> Path:
         return lora_path(self.loras, digest)
 
 
 class FileStore:
-    def __init__(self, folder: Path, sessions: sessionmaker[Session], quota=None):
-        self.folder = folder
+    def __init__(self, where: Path | ObjectBackend, sessions: sessionmaker[Session], quota=None):
+        """`where`: a local folder, or an object backend (S3: store/s3_objects.py)."""
+        self.objects: ObjectBackend = LocalFolderObjects(where) if isinstance(where, Path) else where
+        self.folder: Path | None = where if isinstance(where, Path) else None  # the local folder, if it is one
         self.sessions = sessions
         self.quota = quota  # service/quota.py's StorageQuota: new bytes are checked against it, or refused
         self._writing = threading.Lock()  # look-up and insert of a content-addressed file are one step
-        folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, file_id: str) -> Path:
+        """Where a file's bytes lie in the local folder (a local store only: tests and `fluxedit gc` look there)."""
+        if self.folder is None:
+            raise ValueError(f"the files are in {self.objects.describe()}, not in a local folder")
         return file_path(self.folder, file_id)
+
+    def key(self, file_id: str) -> str:
+        return file_key(file_id)
+
+    def local_path(self, file_id: str) -> Path | None:
+        """The bytes' path when they are on this machine's disk (then served as a file), else None."""
+        return self.objects.local_path(file_key(file_id))
 
     def put(
         self,
@@ -96,11 +122,10 @@ class FileStore:
             with self._writing:
                 known = self._stored_input(owner_key_id, sha256)
                 if known is not None:
-                    if not self.path(known.id).is_file():  # its bytes went missing: these are the same bytes
+                    if not self.has_bytes(known.id):  # its bytes went missing: these are the same bytes
                         self._write(known.id, data)
                     else:  # sent again now: retention counts from here (service/retention.py)
-                        with suppress(OSError):
-                            os.utime(self.path(known.id))
+                        self.objects.touch(file_key(known.id))
                     return known
                 return self._new(data, sha256, purpose, content_type, filename, owner_key_id, size)
         return self._new(data, sha256, purpose, content_type, filename, owner_key_id, size)
@@ -139,11 +164,7 @@ class FileStore:
         return record
 
     def _write(self, file_id: str, data: bytes) -> None:
-        target = self.path(file_id)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
-        partial.write_bytes(data)
-        os.replace(partial, target)
+        self.objects.put(file_key(file_id), data)  # whole or not at all: a crash never leaves half a file
 
     def get(self, file_id: str) -> StoredFile | None:
         with self.sessions() as session:
@@ -155,15 +176,28 @@ class FileStore:
         if not wanted:
             return {}
         with self.sessions() as session:
-            records = session.scalars(select(StoredFile).where(StoredFile.id.in_(wanted)))
-            return {record.id: record for record in records if self.path(record.id).is_file()}
+            records = list(session.scalars(select(StoredFile).where(StoredFile.id.in_(wanted))))
+        if self.folder is None:  # an object store loses nothing by itself: one request per file would cost more
+            return {record.id: record for record in records}
+        return {record.id: record for record in records if self.has_bytes(record.id)}
+
+    def has_bytes(self, file_id: str) -> bool:
+        return self.objects.exists(file_key(file_id))
 
     def read(self, file_id: str) -> bytes:
-        return self.path(file_id).read_bytes()
+        return self.objects.get(file_key(file_id))
+
+    def chunks(self, file_id: str) -> Iterator[bytes]:
+        """The bytes a piece at a time (outputs streamed to a client, into a zip); FileNotFoundError when gone."""
+        return self.objects.chunks(file_key(file_id))
+
+    def presigned_url(self, record: StoredFile, seconds: int, filename: str | None = None) -> str | None:
+        """A short-lived URL of the object store for the file's bytes, or None where the store has none."""
+        return self.objects.presigned_url(file_key(record.id), seconds, record.content_type, filename)
 
     def delete(self, file_id: str) -> None:
         with self.sessions.begin() as session:
             record = session.get(StoredFile, file_id)
             if record is not None:
                 session.delete(record)
-        self.path(file_id).unlink(missing_ok=True)
+        self.objects.delete(file_key(file_id))
