@@ -89,7 +89,7 @@ class InputResolver:
         shared_output = record is not None and ref.kind == "output" and record.purpose == "output"
         if not (mine or shared_output):
             raise InputError(field, f"{ref.value} not found: it is not a file of yours on this server")
-        if not self.files.path(record.id).is_file():
+        if not await asyncio.to_thread(self.files.has_bytes, record.id):
             raise InputError(field, f"{ref.value} not found: its data was removed from this server")
         if mine:
             return record
