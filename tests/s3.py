@@ -42,7 +42,7 @@ class S3Bucket:
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=self.region
         ).client("s3", endpoint_url=self.endpoint)
 
-    def keys(self, prefix: str = "") -> dict[str, int]:
+    def objects(self, prefix: str = "") -> dict[str, int]:
         """Every object under `prefix`, with its size."""
         found: dict[str, int] = {}
         for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
