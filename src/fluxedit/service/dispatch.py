@@ -4,6 +4,10 @@ The database is the queue: `created` predictions whose inputs are ready wait the
 with waiting work take turns (service/fairness.py); the key whose turn it is gives the batch's first
 prediction, and others that share its batch key join it (service/batching.py). A training gets a slice
 only on a worker that no prediction wants, so a prediction waits at most one slice.
+
+A pool of workers that come and go (ClusterPool: Ray actors) is told after each round how many ready
+predictions still wait, so it can grow (or shrink later), and each batch goes to the free worker that
+already holds its LoRA adapters when there is one.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from ..schema import Status
 from ..store.models import Prediction, utcnow
-from ..worker.pool_protocol import WorkerView
+from ..worker.pool_protocol import ClusterPool, WorkerView
 from .batching import batch_limit, fill_batch, images
 from .fairness import KeyTurns
 from .jobs import edit_job
@@ -66,11 +70,26 @@ class Dispatcher:
             if self.batch_wait > 0 and images(batch) < self._limit():
                 await asyncio.sleep(self.batch_wait)  # let similar work arrive to share the batch
                 batch = self.next_batch()
-            worker = pool.free_worker()
+            worker = self._free_worker_for(batch)
             if worker is None or not batch:
                 break
             self.start(batch, worker)
         self._dispatch_training()
+        if isinstance(pool, ClusterPool):
+            pool.want_workers(self._queued())
+
+    def _free_worker_for(self, batch: list[Prediction]) -> WorkerView | None:
+        """The free worker to run `batch` on: on a ClusterPool, one holding its LoRAs when there is one."""
+        pool = self.context.pool
+        if not batch or not isinstance(pool, ClusterPool):
+            return pool.free_worker()
+        return pool.free_worker_for([lora["digest"] for lora in batch[0].lora_files or []])
+
+    def _queued(self) -> int:
+        """Predictions ready to run that wait for a worker."""
+        with self.context.sessions() as session:
+            ready = select(func.count()).where(Prediction.status == Status.created, Prediction.inputs_ready)
+            return session.scalar(ready) or 0
 
     def _dispatch_training(self) -> None:
         """Give trainings a slice on the workers that predictions leave free."""

@@ -2,8 +2,9 @@
 
 An edit's events move its prediction along (Started: processing; Done: its outputs are stored; Failed,
 Cancelled: it ends); a training's events go to the trainings runner. A worker that dies takes its jobs
-with it: each is failed, re-queued (the server is stopping) or told as the cancel or timeout that
-killed it. When no worker can load the model, nothing queued could ever run: it is failed, with why.
+with it: each is failed, re-queued (the server is stopping; or, once, the pool lost the worker with no
+fault of its jobs: a Ray actor or its node) or told as the cancel or timeout that killed it. When no
+worker can load the model, nothing queued could ever run: it is failed, with why.
 """
 
 from __future__ import annotations
@@ -45,14 +46,14 @@ class WorkerEvents:
                 context.metrics.count_workers(context.pool.workers())
                 if isinstance(event, LoadFailed) and all(w.state == WorkerState.failed for w in context.pool.workers()):
                     self._fail_queued(f"no worker can load the model: {event.reason}")
-            case Died(exit_code, job_ids):
+            case Died(exit_code, job_ids, requeue):
                 context.metrics.worker_restarts.inc()
                 context.metrics.count_workers(context.pool.workers())
                 for job_id in job_ids:
                     if job_id.startswith("training_"):
                         self.trainings.on_worker_lost(job_id)
                     else:
-                        self._on_lost(job_id, exit_code)
+                        self._on_lost(job_id, exit_code, requeue)
                 return
             case Started(job_id):
                 lifecycle.change(job_id, Status.processing)
@@ -76,7 +77,7 @@ class WorkerEvents:
         for prediction_id in waiting:
             self.context.lifecycle.fail(prediction_id, "MODEL_UNAVAILABLE", reason)
 
-    def _on_lost(self, prediction_id: str, exit_code: int | None) -> None:
+    def _on_lost(self, prediction_id: str, exit_code: int | None, requeue: bool = False) -> None:
         if prediction_id in self.deadlines.timed_out:  # killed because it ignored the timeout's cancel
             self._on_cancelled(prediction_id)
             return
@@ -86,12 +87,26 @@ class WorkerEvents:
         if self.context.draining:
             self.context.lifecycle.change(prediction_id, Status.created, log_line="re-queued: the server is stopping")
             return
+        if requeue and self._attempts(prediction_id) < self._max_attempts():
+            self.context.lifecycle.change(prediction_id, Status.created, log_line="re-queued: its worker was lost")
+            self.context.wake.set()  # another worker may be free already
+            return
         self.context.lifecycle.fail(
             prediction_id,
             "WORKER_LOST",
             f"the worker process stopped unexpectedly (exit code {exit_code}) while running this prediction; "
             "it has been restarted, so a new prediction can run",
         )
+
+    def _attempts(self, prediction_id: str) -> int:
+        prediction = self.context.get(prediction_id)
+        return prediction.attempts if prediction is not None else 0
+
+    @staticmethod
+    def _max_attempts() -> int:
+        from .runner import MAX_ATTEMPTS  # here, not at the top: the runner imports this module
+
+        return MAX_ATTEMPTS
 
     def _on_cancelled(self, prediction_id: str) -> None:
         lifecycle, deadlines = self.context.lifecycle, self.deadlines

@@ -79,6 +79,13 @@ class JobResult:
     logs: tuple[str, ...]
     transformer_passes: int
     acceleration: str
+    generated_width: int = 0  # the size the model generated, which pricing counts: width x height unless the
+    generated_height: int = 0  # result is at the input's own size (output_resolution input); 0: width/height
+    crop: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) of the main image the model edited
+
+    @property
+    def generated_size(self) -> tuple[int, int]:
+        return (self.generated_width or self.width, self.generated_height or self.height)
 
 
 @dataclass(frozen=True)
@@ -231,10 +238,13 @@ class TrainCancelled:
 
 @dataclass(frozen=True)
 class Died:
-    """The worker stopped unasked (a crash, a kill); the pool restarts it. `job_ids`: what it was running."""
+    """The worker stopped unasked (a crash, a kill); the pool restarts it. `job_ids`: what it was running.
+    `requeue`: the pool lost the worker with no sign its jobs caused it (a Ray actor or its node went away),
+    so each of them runs once more, within the runner's attempts; a local child's crash fails them."""
 
     exit_code: int | None
     job_ids: tuple[str, ...] = field(default_factory=tuple)
+    requeue: bool = False
 
 
 EditEvent = Started | Progress | Done | Failed | Cancelled

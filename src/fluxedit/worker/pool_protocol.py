@@ -7,6 +7,10 @@ see workers only through `WorkerView` snapshots, never a pool's own handles.
 
 Threading: every method is called on the service's event loop, and the pool calls its subscriber
 there too, one event at a time, in the order each worker sent them.
+
+A pool whose workers come and go (Ray actors on other machines) also implements `ClusterPool`: the
+dispatcher tells it how much work waits (so it can grow and shrink) and asks it for the free worker
+best placed for a job (LoRA affinity). The local pool has a fixed set of workers and needs neither.
 """
 
 from __future__ import annotations
@@ -72,3 +76,16 @@ class WorkerPool(Protocol):
 
     def busy_job_ids(self) -> list[str]:
         """Every job running on a worker now."""
+
+
+@runtime_checkable
+class ClusterPool(WorkerPool, Protocol):
+    """A WorkerPool whose number of workers follows the queue, within bounds (worker/ray_pool.py)."""
+
+    def want_workers(self, queued: int) -> None:
+        """`queued` predictions are ready and wait for a worker: start workers for them (never past the
+        pool's maximum); workers idle for the pool's idle time stop again (never below its minimum)."""
+
+    def free_worker_for(self, lora_digests: Sequence[str]) -> WorkerView | None:
+        """A worker ready for a job that needs these LoRA adapters: one that already holds them all when
+        there is one (no reload), else the one holding the fewest."""

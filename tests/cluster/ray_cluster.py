@@ -1,0 +1,68 @@
+"""A throwaway Ray cluster on this machine (ray.cluster_utils.Cluster): a head without GPUs and worker nodes
+each declaring one GPU (the tiny model runs on the CPU), and this test process connected to it as a driver,
+so tests can ask fluxedit's actors where they run and what they did."""
+
+from __future__ import annotations
+
+import time
+
+NAMESPACE = "fluxedit"  # worker/ray_pool.py names its actors there
+
+
+class TestCluster:
+    __test__ = False  # not a test class
+
+    def __init__(self, worker_nodes: int):
+        import ray
+        from ray.cluster_utils import Cluster
+
+        self.ray = ray
+        self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0})
+        self.nodes = [self.add_worker_node(wait=False) for _ in range(worker_nodes)]
+        self.cluster.wait_for_nodes()
+        self.cluster.connect(namespace=NAMESPACE)
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def add_worker_node(self, wait: bool = True):
+        node = self.cluster.add_node(num_cpus=1, num_gpus=1, object_store_memory=80 * 1024**2)
+        if wait:
+            self.cluster.wait_for_nodes()
+        self.nodes = [*getattr(self, "nodes", []), node]
+        return node
+
+    def remove_worker_node(self, node_id: str) -> None:
+        node = next(node for node in self.nodes if node.node_id == node_id)
+        self.cluster.remove_node(node, allow_graceful=False)  # as a machine that goes away
+        self.nodes.remove(node)
+
+    def actors(self) -> dict[str, dict]:
+        """fluxedit's live actors by name: where each runs (node_id, pid) and what it did (runs, lora_loads)."""
+        found = {}
+        for entry in self.ray.util.list_named_actors(all_namespaces=True):
+            if entry["namespace"] != NAMESPACE or not entry["name"].startswith("fluxedit-"):
+                continue
+            actor = self.ray.get_actor(entry["name"], namespace=NAMESPACE)
+            asked = [actor.where.remote(), actor.stats.remote()]
+            answered, _ = self.ray.wait(asked, num_returns=2, timeout=3)
+            if len(answered) < 2:
+                continue  # not placed yet (pending)
+            try:
+                where, stats = self.ray.get(asked)
+            except self.ray.exceptions.RayActorError:
+                continue  # just gone
+            found[entry["name"]] = {**where, **stats}
+        return found
+
+    def wait_for_actors(self, count: int, timeout: float = 60) -> dict[str, dict]:
+        """fluxedit's placed actors, once there are `count` of them (or what there is at the timeout)."""
+        deadline = time.monotonic() + timeout
+        while len(actors := self.actors()) != count and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return actors
+
+    def shutdown(self) -> None:
+        self.ray.shutdown()
+        self.cluster.shutdown()
