@@ -680,6 +680,15 @@ def _run_training(config: Settings, pairs, out: Path, work_dir: Path, options) -
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(keys_app, name="keys")
 DataDirOption = Annotated[Path | None, typer.Option(help="The service's data folder. [env: FLUXEDIT_DATA_DIR]")]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(help="Where images and LoRAs are kept: a folder, or s3://bucket/prefix (default: the data folder). "
+                 "[env: FLUXEDIT_STORAGE]"),
+]  # fmt: skip
+S3EndpointOption = Annotated[
+    str | None,
+    typer.Option(help="The S3 endpoint for s3:// storage (default: AWS_ENDPOINT_URL). [env: FLUXEDIT_S3_ENDPOINT_URL]"),
+]
 DatabaseUrlOption = Annotated[
     str | None,
     typer.Option(
@@ -720,6 +729,8 @@ def serve(
     allow_unauthenticated: Annotated[
         bool | None, typer.Option(help="Listen beyond loopback while no API key exists.", show_default=False)
     ] = None,
+    storage: StorageOption = None,
+    s3_endpoint_url: S3EndpointOption = None,
 ) -> None:
     """Run the HTTP API, the queue and the workers (SQLite and a local data folder by default)."""
     import uvicorn
@@ -734,6 +745,7 @@ def serve(
         cache_threshold=cache_threshold, max_loras=max_loras, workers=workers, safety_model=safety_model,
         public_url=public_url, allow_private_urls=allow_private_urls, allow_unauthenticated=allow_unauthenticated,
         allowed_networks=allow_network, quantize=quantize, text_encoder_quantize=text_encoder_quantize,
+        storage=storage, s3_endpoint_url=s3_endpoint_url,
     )  # fmt: skip
     if database_url is not None:
         settings.database_url = database_url
@@ -865,13 +877,17 @@ def gc(
     retain_inputs: RetainOption = None,
     retain_outputs: RetainOption = None,
     retain_trainings: RetainOption = None,
+    storage: StorageOption = None,
+    s3_endpoint_url: S3EndpointOption = None,
 ) -> None:
     """Remove what has expired now (FLUXEDIT_RETAIN_*); safe while the server runs."""
     from .service.quota import StorageQuota, size_text
     from .service.retention import READ_GRACE_S, Retention
     from .store.files import FileStore
+    from .store.objects_setup import Storage
 
     overrides = {"retain_inputs": retain_inputs, "retain_outputs": retain_outputs, "retain_trainings": retain_trainings}
+    overrides |= {"storage": storage, "s3_endpoint_url": s3_endpoint_url}
     settings = _settings(data_dir=data_dir or None, **{k: v for k, v in overrides.items() if v})
     if not settings.database_url and not (settings.data_dir / "fluxedit.db").is_file():
         folder = settings.data_dir.expanduser().resolve()
@@ -879,7 +895,8 @@ def gc(
     folder = _open_data_folder(settings)
     sessions = _open_sessions(settings)
     quota = StorageQuota.from_settings(settings, sessions)
-    retention = Retention.from_settings(settings, sessions, FileStore(folder / "files", sessions), quota)
+    files = FileStore(Storage.from_settings(settings).files(), sessions)  # the data folder's, or the bucket's
+    retention = Retention.from_settings(settings, sessions, files, quota)
     say(
         "kept: outputs " + _kept_for(settings.retain_outputs) + ", inputs " + _kept_for(settings.retain_inputs)
         + " after their last use, an ended training's data " + _kept_for(settings.retain_trainings)

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, TypeAdapter
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, SecretStr, TypeAdapter
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
@@ -47,6 +47,13 @@ def _bad_duration(value: object):
 
 Duration = Annotated[float | None, BeforeValidator(parse_duration)]
 """Seconds, given as 3600, "12h", "30d", "P30D"; None (from off, never or 0) means never."""
+
+
+def _storage_address(value: str | None) -> str | None:
+    """A folder path, or s3://bucket[/prefix]: an S3 address without a bucket is refused here."""
+    if value and value.startswith("s3://") and not value[len("s3://") :].split("/", 1)[0]:
+        raise ValueError(f"{value!r} names no bucket: use s3://bucket/prefix")
+    return value or None
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,14 @@ class Settings(BaseSettings):
     data_dir: Path = Path("fluxedit-data")
     database_url: str | None = None
     """SQLAlchemy URL; default: SQLite in the data folder."""
+    storage: Annotated[str | None, AfterValidator(_storage_address)] = None
+    """Where images, LoRAs and training LoRAs are kept: a local folder, or s3://bucket/prefix (docs/scale-out.md,
+    "Files in S3"); default: the data folder."""
+    s3_endpoint_url: str | None = None
+    """The S3 endpoint for --storage s3://... (MinIO, Ceph, R2, ...); default: AWS_ENDPOINT_URL, else AWS's own."""
+    s3_presigned_seconds: int = Field(0, ge=0, le=7 * 86400)
+    """With files in S3: file and output URLs redirect (307) to presigned URLs of the bucket, valid this long;
+    0 serves the bytes through the API."""
     public_url: str | None = None
     """The address clients reach this server by (for absolute output URLs); default: from each request."""
     workers: int = 0

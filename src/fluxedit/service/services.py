@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from ..store.database import open_database
-from ..store.files import FileStore, LocalStoreReader
+from ..store.files import FileStore
+from ..store.objects_setup import Storage
 from ..worker.pool import LocalWorkerPool
 from ..worker.pool_protocol import WorkerPool
 from .admission import BatchLimits
@@ -55,7 +56,8 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         sessions = open_database(settings.resolved_database_url)
         quota = StorageQuota.from_settings(settings, sessions)
-        files = FileStore(settings.data_dir / "files", sessions, quota)
+        storage = Storage.from_settings(settings)  # a local folder, or S3 (--storage)
+        files = FileStore(storage.files(), sessions, quota)
         policy = UrlPolicy(allow_private=settings.allow_private_urls, allowed_networks=tuple(settings.allowed_networks))
         keys = KeyRing(sessions)
         hub = EventHub()
@@ -68,8 +70,9 @@ class Services:
             timeout_s=settings.webhook_timeout,
         )
         loras = LoraStore(
-            settings.data_dir / "loras", sessions, settings.lora_max_bytes, settings.lora_cache_bytes, quota
-        )
+            storage.lora_staging(settings.data_dir), sessions, settings.lora_max_bytes, settings.lora_cache_bytes,
+            quota, storage.loras(),
+        )  # fmt: skip
         trainings = TrainingRunner(
             sessions,
             settings.data_dir / "trainings",
@@ -99,7 +102,7 @@ class Services:
             trainings=trainings,
             cancel_grace=settings.cancel_grace,
         )
-        reader = LocalStoreReader(files.folder, loras.folder)  # the children read inputs and LoRAs by id from here
+        reader = storage.reader()  # the workers read inputs and LoRAs by id from the store, wherever it is
         pool = LocalWorkerPool(settings.engine_config(), settings.workers, reader)
         runner.attach_pool(pool)
         batches = Batches(
