@@ -1,9 +1,16 @@
-"""POST /v1/files: upload an image to use as image_url; outputs are served under /outputs/."""
+"""POST /v1/files: upload an image to use as image_url; outputs are served under /outputs/.
+
+Bytes on this machine's disk are sent as files; bytes in an object store (S3) are streamed through, or, with
+FLUXEDIT_S3_PRESIGNED_SECONDS set, answered by a 307 to a presigned URL of the bucket (after the same checks).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from urllib.parse import quote
+
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
@@ -71,12 +78,32 @@ def _owned_file(found: Services, who: Caller, file_id: str) -> StoredFile:
     return record
 
 
-def _stored_bytes(found: Services, record: StoredFile, what: str):
-    """The file's path, or 404 when its bytes are gone (deleted by hand, lost): never a 500."""
-    path = found.files.path(record.id)
-    if not path.is_file():
+async def _stored_bytes(
+    found: Services, record: StoredFile, what: str, *, filename: str | None = None, headers: dict | None = None
+) -> Response:
+    """The file's bytes as a response, or 404 when they are gone (deleted by hand, lost): never a 500."""
+    files = found.files
+    path = files.local_path(record.id)
+    if path is not None:
+        if not path.is_file():
+            raise ApiError(404, f"{what} not found: its data was removed from this server")
+        return FileResponse(path, media_type=record.content_type, filename=filename, headers=headers)
+    seconds = found.settings.s3_presigned_seconds
+    if seconds and (url := await asyncio.to_thread(files.presigned_url, record, seconds, filename)):
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+    if not await asyncio.to_thread(files.has_bytes, record.id):
         raise ApiError(404, f"{what} not found: its data was removed from this server")
-    return path
+    disposition = {"Content-Disposition": _attachment(filename)} if filename else {}
+    sized = {"Content-Length": str(record.size)}
+    return StreamingResponse(
+        files.chunks(record.id), media_type=record.content_type, headers={**(headers or {}), **disposition, **sized}
+    )  # a blocking iterator: Starlette reads it in a thread
+
+
+def _attachment(filename: str) -> str:
+    """The Content-Disposition a FileResponse sends for the same name."""
+    quoted = quote(filename)
+    return f"attachment; filename*=utf-8''{quoted}" if quoted != filename else f'attachment; filename="{filename}"'
 
 
 def _unfinished_user(found: Services, who: Caller, file_id: str) -> str | None:
@@ -96,10 +123,9 @@ async def get_file(found: ServicesDep, who: CallerDep, file_id: str, base: BaseU
 
 
 @router.get("/v1/files/{file_id}/content", response_class=FileResponse, responses=IMAGE_BYTES)
-async def get_file_content(found: ServicesDep, who: CallerDep, file_id: str) -> FileResponse:
+async def get_file_content(found: ServicesDep, who: CallerDep, file_id: str) -> Response:
     record = _owned_file(found, who, file_id)
-    path = _stored_bytes(found, record, f"file {file_id}")
-    return FileResponse(path, media_type=record.content_type, filename=record.filename)
+    return await _stored_bytes(found, record, f"file {file_id}", filename=record.filename)
 
 
 @router.delete("/v1/files/{file_id}", status_code=204)
@@ -115,14 +141,11 @@ async def delete_file(found: ServicesDep, who: CallerDep, file_id: str) -> None:
 
 
 @router.get("/outputs/{name}", response_class=FileResponse, responses=IMAGE_BYTES)
-async def get_output(found: ServicesDep, name: str) -> FileResponse:
+async def get_output(found: ServicesDep, name: str) -> Response:
     """An output image. Its random id is the capability: it can be shown in an <img> without a key."""
     file_id, _, extension = name.rpartition(".")
     record = found.files.get(file_id)
     if record is None or record.purpose != "output" or EXTENSIONS.get(record.content_type) != extension:
         raise not_found(f"output {name}")
-    return FileResponse(
-        _stored_bytes(found, record, f"output {name}"),
-        media_type=record.content_type,
-        headers={"Cache-Control": "public, max-age=31536000, immutable"},
-    )
+    immutable = {"Cache-Control": "public, max-age=31536000, immutable"}
+    return await _stored_bytes(found, record, f"output {name}", headers=immutable)
