@@ -8,6 +8,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from PIL import Image
@@ -16,6 +17,16 @@ from tests.api.servers import keyed_server
 from tests.helpers import encoded, pattern
 
 PHOTO = encoded(pattern(640, 480), "PNG")
+
+
+def transparent_corner(width: int, height: int, hole: int = 2) -> bytes:
+    """OpenAI's mask: opaque everywhere but the top-left 1/hole of each side, fully transparent (the part to edit)."""
+    rgba = np.full((height, width, 4), 255, np.uint8)
+    if hole:
+        rgba[: height // hole, : width // hole, 3] = 0
+    return encoded(Image.fromarray(rgba, "RGBA"), "PNG")
+
+
 STYLE = encoded(pattern(400, 400, seed=5), "JPEG")
 FAST = {"num_inference_steps": 1}  # fluxedit's own parameters travel in extra_body
 
@@ -79,7 +90,18 @@ def test_a_bad_key_raises_authentication_error(running):
         ({"output_format": "gif"}, "output_format", "output_format: "),
         ({"response_format": "png"}, "response_format", "response_format: must be b64_json or url"),
         ({"quality": "high"}, "quality", "quality: must be auto"),
-        ({"mask": ("mask.png", PHOTO, "image/png")}, "mask", "mask: is not supported by flux-kontext-dev"),
+        ({"mask": ("mask.png", PHOTO, "image/png")}, "mask", "mask: has no alpha channel: OpenAI's rule is a PNG"),
+        (
+            {"mask": ("mask.png", transparent_corner(64, 64), "image/png")},
+            "mask",
+            "mask: is 64x64 but the image to edit (image) is 640x480",
+        ),
+        (
+            {"mask": ("mask.png", transparent_corner(640, 480, hole=0), "image/png")},
+            "mask",
+            "mask: marks nothing to edit (no pixel is transparent)",
+        ),
+        ({"extra_body": {"strength": 2}}, "strength", "strength: must be at most 1"),
         ({"extra_body": {"num_inference_steps": 0}}, "num_inference_steps", "num_inference_steps: must be at least 1"),
         ({"image": ("notes.txt", b"not an image", "text/plain")}, "image", "image: "),
         ({"image": [("p.png", PHOTO, "image/png")] * 5}, "image", "image: at most 4 images"),
@@ -124,3 +146,19 @@ def test_an_edit_cancelled_meanwhile_is_an_error(running, client):
     (error,) = caught
     assert isinstance(error, openai.BadRequestError) and error.code == "cancelled"
     assert latest["id"] in error.message
+
+
+def test_a_mask_edits_its_transparent_part_in_our_form(running, client):
+    server, keys = running
+    result = client.images.edit(model="flux-kontext-dev", image=("photo.png", PHOTO, "image/png"),
+                                mask=("mask.png", transparent_corner(640, 480), "image/png"), prompt="a red hat",
+                                extra_body={**FAST, "strength": 0.8, "output_resolution": "input"})  # fmt: skip
+    (image,) = result.data
+    assert Image.open(io.BytesIO(base64.b64decode(image.b64_json))).format == "PNG"
+    with server.client(keys["alice"]) as seed:  # the edit is an ordinary prediction: what it was given
+        latest = seed.get("/v1/prediction", params={"limit": 1}).json()["data"][0]
+        assert latest["input"]["strength"] == 0.8 and latest["input"]["output_resolution"] == "input"
+        stored = Image.open(io.BytesIO(seed.get(f"/v1/files/{latest['input']['mask_url']}/content").content))
+    expected = np.zeros((480, 640), np.uint8)
+    expected[:240, :320] = 255  # transparent (OpenAI: edit) is white (ours: may change)
+    assert stored.mode == "L" and np.array_equal(np.asarray(stored), expected)

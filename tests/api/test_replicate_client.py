@@ -9,6 +9,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 import replicate
 from PIL import Image
@@ -181,7 +182,9 @@ def test_a_failed_prediction_raises_model_error_with_our_message(client, receive
         ({"go_fast": "yes"}, "input.go_fast: must be true or false"),
         ({"lora_weights": "not a lora"}, "input.lora_weights: "),
         ({"lora_weights": "not a lora", "lora_strength": 9}, "input.lora_strength: must be at most 4"),
-        ({"strength": 0.5}, "input.strength: is not an input of black-forest-labs/flux-kontext-dev"),
+        ({"prompt_strength": 0.5}, "input.prompt_strength: is not an input of black-forest-labs/flux-kontext-dev"),
+        ({"strength": 1.5}, "input.strength: must be at most 1"),
+        ({"output_resolution": "8k"}, "input.output_resolution: must be one of model, input"),
         ({"input_image": None}, "input.input_image: is required"),
     ],
 )
@@ -272,3 +275,35 @@ def test_concurrent_runs_all_finish(client):
     for thread in threads:
         thread.join(120)
     assert len(set(outputs)) == 2
+
+
+def corner_mask(width: int = 640, height: int = 480) -> bytes:
+    """White (inpaint) on the top-left quarter, black (keep) elsewhere: Replicate's inpainting convention."""
+    values = np.zeros((height, width), np.uint8)
+    values[: height // 2, : width // 2] = 255
+    return encoded(Image.fromarray(values, "L"), "PNG")
+
+
+def test_a_mask_file_is_uploaded_and_reaches_the_edit(running, client, alice):
+    server, _ = running
+    mask = corner_mask()
+    prediction = client.models.predictions.create(
+        model=MODEL,
+        input={**FAST, "input_image": io.BytesIO(PHOTO), "mask": io.BytesIO(mask), "strength": 0.7,
+               "output_resolution": "input"},
+        wait=60,
+    )  # fmt: skip
+    assert prediction.status == "succeeded", prediction.error
+    assert prediction.input["mask"].startswith(f"{server.url}/v1/files/file_")  # where the client uploaded it
+    assert prediction.input["strength"] == 0.7 and prediction.input["output_resolution"] == "input"
+    assert alice.get(f"/v1/prediction/{prediction.id}").json()["input"]["mask_url"] == prediction.input["mask"]
+    kept = Image.open(io.BytesIO(alice.get(prediction.input["mask"] + "/content").content))
+    assert np.array_equal(np.asarray(kept.convert("L")), np.asarray(Image.open(io.BytesIO(mask))))
+
+
+def test_a_mask_of_another_size_is_refused_naming_their_fields(client):
+    with pytest.raises(ReplicateError) as caught:
+        client.predictions.create(model=MODEL, input={**FAST, "input_image": io.BytesIO(PHOTO),
+                                                      "mask": io.BytesIO(corner_mask(64, 64))})  # fmt: skip
+    assert caught.value.status == 422
+    assert caught.value.detail.startswith("input.mask: is 64x64 but the image to edit (input.input_image) is 640x480")

@@ -7,6 +7,7 @@ import asyncio
 from starlette.datastructures import UploadFile
 
 from ..imaging.decode import decode_image_async
+from ..masks import MaskRule, read_mask, refuse_empty
 from ..service.keys import Caller
 from ..service.services import Services
 from ..store.files import CONTENT_TYPES
@@ -41,3 +42,15 @@ async def store_upload(services: Services, who: Caller, upload: UploadFile, fiel
         owner_key_id=who.key_id,
         size=decoded.original_size,
     )
+
+
+async def store_mask_upload(services: Services, who: Caller, upload: UploadFile, field: str) -> StoredFile:
+    """An uploaded mask in OpenAI's rule (fully transparent: the part to edit), stored in our greyscale form
+    (masks.py: white may change), so it then goes the way of any mask_url."""
+    data = await read_capped(upload, field)
+    mask = refuse_empty(await asyncio.to_thread(read_mask, data, field, MaskRule.transparent), field,
+                        MaskRule.transparent)  # fmt: skip
+    return await asyncio.to_thread(
+        services.files.put, mask.png, purpose="upload", content_type=CONTENT_TYPES["png"],
+        filename=upload.filename or "mask.png", owner_key_id=who.key_id, size=mask.size,
+    )  # fmt: skip

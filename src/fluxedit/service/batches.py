@@ -143,6 +143,8 @@ class Batches:
         """The template checked as a prediction's input would be (errors name input.<field>), LoRAs and webhook."""
         if "image_url" in template:
             raise InputError("input.image_url", "is given per image in a batch: list the images in `images`")
+        if template.get("mask_url") is not None:  # a mask is the size of one image: a batch's images differ
+            raise InputError("input.mask_url", "is not taken by a batch: a mask fits one image; send a prediction")
         settings = validated_input({"prompt": "-", **template, "image_url": PLACEHOLDER_IMAGE}, prefix="input.")
         lora_resolver = self.intake.lora_resolver
         if settings.loras and lora_resolver is None:

@@ -30,13 +30,15 @@ def batch_limit(batch_max: int, pool: WorkerPool) -> int:
 def prediction_batch_key(prediction: Prediction, files: FileStore) -> tuple:
     """What must match for edits to run as one batch: fluxedit.batching's key, from stored records."""
     edit_input = EditInput(**prediction.input)
+    if len(prediction.input_files) > 1 + len(edit_input.image_urls):
+        return (prediction.id,)  # a masked edit runs alone: its mask is its own
     sizes = []
     for file_id in prediction.input_files:
         record = files.get(file_id)
         if record is None:
             return (prediction.id,)  # an input deleted while queued: it runs alone (and fails clearly)
         sizes.append((record.width, record.height))
-    return batch_key(
+    key = batch_key(
         edit_input.resolution_mode,
         sizes,
         edit_input.num_inference_steps,
@@ -44,6 +46,7 @@ def prediction_batch_key(prediction: Prediction, files: FileStore) -> tuple:
         edit_input.acceleration,
         [(lora["digest"], lora["scale"]) for lora in prediction.lora_files or []],
     )
+    return (*key, edit_input.output_resolution)  # full-size results are composited per edit: kept apart
 
 
 def fill_batch(queues: list[list[Prediction]], limit: int, files: FileStore) -> list[Prediction]:

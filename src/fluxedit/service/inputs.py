@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..imaging.decode import decode_image_async
+from ..masks import Coverage, MaskRule, read_mask, refuse_empty
 from ..schema import EditInput, InputError
 from ..store.files import CONTENT_TYPES, FileStore
 from ..store.models import StoredFile
@@ -39,6 +40,18 @@ _FILE_PATHS = ("/outputs/", "/v1/files/")
 class Reference:
     kind: str  # "file" (an id or /v1/files URL: the caller's own), "output" (an /outputs/ URL), "data" or "url"
     value: str
+
+
+@dataclass(frozen=True)
+class StoredMask:
+    """A mask as it is kept: its greyscale form (masks.py) as a file, and how much of the picture it covers."""
+
+    record: StoredFile
+    coverage: Coverage
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.record.width, self.record.height)
 
 
 class InputResolver:
@@ -81,6 +94,30 @@ class InputResolver:
         name = urlsplit(fetched.final_url).path.rsplit("/", 1)[-1] or "download"
         return await self._store(fetched.data, field, caller, name)
 
+    async def mask_now(self, ref: Reference, field: str, caller: Caller) -> StoredMask | None:
+        """A mask that needs no network, read and stored in its greyscale form; None for a URL to fetch later.
+        An empty one is refused here (InputError)."""
+        if ref.kind in ("file", "output"):
+            record = await self._own_file(ref, field, caller)
+            data = await asyncio.to_thread(self.files.read, record.id)
+        elif ref.kind == "data":
+            data = parse_data_uri(ref.value, field, self.policy.max_bytes)
+        else:
+            return None
+        return await self._store_mask(data, field, caller)
+
+    async def fetch_mask(self, ref: Reference, field: str, caller: Caller) -> StoredMask:
+        fetched = await fetch_bytes(ref.value, self.policy, field)
+        return await self._store_mask(fetched.data, field, caller)
+
+    async def _store_mask(self, data: bytes, field: str, caller: Caller) -> StoredMask:
+        mask = refuse_empty(await asyncio.to_thread(read_mask, data, field, MaskRule.white), field)
+        record = await asyncio.to_thread(
+            self.files.put, mask.png, purpose="input", content_type=CONTENT_TYPES["png"], filename="mask.png",
+            owner_key_id=caller.key_id, size=mask.size,
+        )  # fmt: skip
+        return StoredMask(record, mask.coverage)
+
     async def _own_file(self, ref: Reference, field: str, caller: Caller) -> StoredFile:
         record = self.files.get(ref.value)
         mine = record is not None and record.owner_key_id == caller.key_id
@@ -117,10 +154,18 @@ class InputResolver:
         )
 
 
-def stored_input(edit_input: EditInput, references: list[Reference], records: list[StoredFile | None]) -> dict:
+def stored_input(
+    edit_input: EditInput,
+    references: list[Reference],
+    records: list[StoredFile | None],
+    mask: tuple[Reference, StoredMask | None] | None = None,
+) -> dict:
     """The input as a prediction keeps it: the validated fields the caller set (not the raw body), with each
-    data URI replaced by a reference to the file it was stored as (the bytes are kept once, as that file)."""
+    data URI replaced by a reference to the file it was stored as (the bytes are kept once, as that file;
+    a mask's in its greyscale form)."""
     kept = edit_input.model_dump(mode="json", exclude_unset=True)
+    if mask is not None and mask[0].kind == "data":
+        kept["mask_url"] = stored_file_reference(mask[1].record.id)
     shown = [
         stored_file_reference(record.id) if ref.kind == "data" else ref_text
         for ref, record, ref_text in zip(

@@ -1,7 +1,9 @@
 """Taking in a new prediction: the checks it must pass, its inputs stored, its row inserted as `created`.
 
 Inputs given as uploads or data URIs are stored now; URLs are fetched later (service/preparation.py),
-with the price reserved at its ceiling until the main image's size is known. The queue, rate and
+with the price reserved at its ceiling until the main image's size is known. A mask is stored in its
+greyscale form (masks.py); an empty one is refused at once, and once the main image's size is known a
+mask of another size is refused and a full one dropped (the plain edit). The queue, rate and
 spending limits (service/admission.py) are checked inside the insert's transaction.
 """
 
@@ -12,14 +14,15 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..masks import Coverage
 from ..schema import MODEL_SLUG, EditInput, FluxeditError, InputError, Status
 from ..store.models import ApiKey, Prediction
 from ..worker.messages import WorkerState
 from .admission import Admission, price_ceiling
 from .fetch import parse_http_url
-from .inputs import InputResolver, stored_input
+from .inputs import InputResolver, StoredMask, stored_input
 from .keys import Caller
-from .preparation import input_fields
+from .preparation import MASK_FIELD, check_sizes, input_fields
 from .pricing import price_prediction
 from .run_context import RunContext
 
@@ -66,16 +69,20 @@ class Intake:
         references = [edit_input.image_url, *edit_input.image_urls]
         fields = input_fields(len(references))
         classified = [self.resolver.classify(r, f, own_hosts) for r, f in zip(references, fields, strict=True)]
+        mask_ref = None if edit_input.mask_url is None else self.resolver.classify(edit_input.mask_url, MASK_FIELD,
+                                                                                    own_hosts)  # fmt: skip
         stored = [await self.resolver.store_now(r, f, caller) for r, f in zip(classified, fields, strict=True)]
+        mask = None if mask_ref is None else await self.resolver.mask_now(mask_ref, MASK_FIELD, caller)
+        mask_files = _mask_files(edit_input, stored[0], mask_ref, mask)
         prediction = Prediction(
             id=secrets.token_hex(12),
             owner_key_id=caller.key_id,
             model=MODEL_SLUG,
             version=version or VERSION,
             status=Status.created,
-            input=stored_input(edit_input, classified, stored),  # validated; data URIs kept as files only
-            input_files=[record.id if record else None for record in stored],
-            inputs_ready=all(stored) and not edit_input.loras,  # LoRAs are resolved (maybe fetched) later
+            input=stored_input(edit_input, classified, stored, (mask_ref, mask) if mask_ref else None),
+            input_files=[record.id if record else None for record in stored] + mask_files,
+            inputs_ready=all(stored) and None not in mask_files and not edit_input.loras,  # LoRAs: resolved later
             logs="",
             metrics={},
             base_url=base_url.rstrip("/"),
@@ -116,6 +123,18 @@ class Intake:
         workers = self.context.pool.workers()
         if workers and all(w.state == WorkerState.failed for w in workers):
             raise NoWorkers(f"no worker can run predictions: {workers[0].reason}")
+
+
+def _mask_files(edit_input: EditInput, main, mask_ref, mask: StoredMask | None) -> list[str | None]:
+    """The mask's place in input_files: its file; None while its URL waits to be fetched; nothing when there
+    is no mask, or when it covers everything (the plain edit). Sizes known now are checked now (422)."""
+    if main is not None and main.width and main.height:
+        check_sizes(edit_input, (main.width, main.height), mask.size if mask else None)
+        if mask is not None and mask.coverage is Coverage.full:
+            return []
+    if mask_ref is None:
+        return []
+    return [mask.record.id if mask else None]
 
 
 def refuse_late_keyless(caller: Caller, session: Session) -> None:

@@ -10,25 +10,31 @@ from ..schema import EditInput
 from ..store.files import FileStore
 from ..store.models import Prediction, Training
 from ..worker.messages import EditJob, InputFile, LoraFile, TrainingJob
-from .preparation import input_fields
+from .preparation import MASK_FIELD, image_count, input_fields
 
 
 def edit_job(prediction: Prediction, files: FileStore) -> EditJob:
+    """The job of a prepared prediction: its images, then its mask when one applies (a file after the images:
+    always the greyscale form of masks.py, the main image's size; a full mask was dropped before)."""
     edit_input = EditInput(**prediction.input)
-    images = []
-    for file_id, field in zip(prediction.input_files, input_fields(len(prediction.input_files)), strict=True):
-        record = files.get(file_id)
-        if record is None:  # deleted meanwhile: the worker's read fails, naming the file
-            images.append(InputFile(file_id, field))
-        else:
-            images.append(InputFile(file_id, field, record.size, record.sha256, record.content_type))
+    count = image_count(edit_input)
+    image_ids, mask_ids = prediction.input_files[:count], prediction.input_files[count:]
+    images = [input_file(file_id, field, files) for file_id, field in zip(image_ids, input_fields(count), strict=True)]
     return EditJob(
         id=prediction.id,
         settings=edit_input.settings().model_dump(mode="json"),
         images=tuple(images),
         safety_check=edit_input.enable_safety_checker,
         loras=tuple(lora_file(lora) for lora in prediction.lora_files or []),
+        mask=input_file(mask_ids[0], MASK_FIELD, files) if mask_ids else None,
     )
+
+
+def input_file(file_id: str, field: str, files: FileStore) -> InputFile:
+    record = files.get(file_id)
+    if record is None:  # deleted meanwhile: the worker's read fails, naming the file
+        return InputFile(file_id, field)
+    return InputFile(file_id, field, record.size, record.sha256, record.content_type)
 
 
 def lora_file(resolved: dict) -> LoraFile:

@@ -10,7 +10,7 @@ from ...schema import MAX_REFERENCE_IMAGES, MODEL_SLUG, InputError, validated_in
 from ..bodies import request_body
 from ..deps import BaseUrlDep, CallerDep, OwnHostsDep, ServicesDep
 from ..errors import ApiError
-from ..uploads import MAX_FORM_FIELD_BYTES, MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, store_upload
+from ..uploads import MAX_FORM_FIELD_BYTES, MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, store_mask_upload, store_upload
 from .errors import OPENAI_ERRORS
 from .inputs import their_error, to_edit_input
 from .protocol import ImageEditForm, ImagesResponse
@@ -19,6 +19,7 @@ from .views import images_response
 router = APIRouter(tags=["openai"], responses=OPENAI_ERRORS)
 MAX_IMAGES = 1 + MAX_REFERENCE_IMAGES
 IMAGE_FIELDS = ("image", "image[]")  # one image, or the client's array of them
+MASK_FIELD = "mask"
 RESPONSE_FORMATS = ("b64_json", "url")
 
 
@@ -30,13 +31,16 @@ RESPONSE_FORMATS = ("b64_json", "url")
 async def edit_images(
     request: Request, found: ServicesDep, who: CallerDep, base: BaseUrlDep, hosts: OwnHostsDep
 ) -> ImagesResponse:
-    """Multipart: image (one, or several: the first is edited, the others are references), prompt, n, size,
-    response_format (b64_json by default, or url), output_format, output_compression."""
+    """Multipart: image (one, or several: the first is edited, the others are references), mask (a PNG whose
+    fully transparent pixels are the part to edit), prompt, n, size, response_format (b64_json by default,
+    or url), output_format, output_compression."""
     found.runner.admit(who)  # rate, queue and spending limits before any upload is read, decoded or stored
     form = await _form(request)
     images = [part for name in IMAGE_FIELDS for part in form.getlist(name)]
-    fields = {name: value for name, value in form.multi_items() if name not in IMAGE_FIELDS}
+    masks = form.getlist(MASK_FIELD)
+    fields = {name: value for name, value in form.multi_items() if name not in (*IMAGE_FIELDS, MASK_FIELD)}
     _check_images(images)
+    _check_masks(masks)
     model = fields.pop("model", MODEL_SLUG)
     if model != MODEL_SLUG:
         message = f"model: {model!r} does not exist here; this server runs {MODEL_SLUG}"
@@ -50,6 +54,8 @@ async def edit_images(
         edit_fields["image_url"] = stored[0].id
         if len(stored) > 1:
             edit_fields["image_urls"] = [record.id for record in stored[1:]]
+        if masks:
+            edit_fields["mask_url"] = (await store_mask_upload(found, who, masks[0], MASK_FIELD)).id  # in our form
         prediction = await found.runner.create(
             who, validated_input(edit_fields), base_url=base, own_hosts=hosts, admitted=True
         )
@@ -61,8 +67,8 @@ async def edit_images(
 
 async def _form(request: Request) -> FormData:
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > MAX_IMAGES * (MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD):
-        raise ApiError(413, f"request body: is larger than {MAX_IMAGES} images of 50 MB")
+    if length and length.isdigit() and int(length) > (MAX_IMAGES + 1) * (MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD):
+        raise ApiError(413, f"request body: is larger than {MAX_IMAGES} images and a mask of 50 MB each")
     try:  # read here, not by FastAPI: counted while it streams (body_limit.py), each image spooled to disk
         # Room for more images than we take, so too many get a message that says so.
         return await request.form(max_files=17, max_fields=64, max_part_size=MAX_FORM_FIELD_BYTES)
@@ -76,3 +82,10 @@ def _check_images(images: list) -> None:
     if len(images) > MAX_IMAGES:
         raise InputError("image", f"at most {MAX_IMAGES} images: one to edit and {MAX_REFERENCE_IMAGES} references "
                          f"(got {len(images)})")  # fmt: skip
+
+
+def _check_masks(masks: list) -> None:
+    if not all(isinstance(mask, UploadFile) for mask in masks):
+        raise InputError(MASK_FIELD, "must be a file: a PNG whose fully transparent pixels are the part to edit")
+    if len(masks) > 1:
+        raise InputError(MASK_FIELD, f"one mask at most (got {len(masks)}); it applies to the first image")

@@ -1,8 +1,9 @@
 """images.edit's form fields, translated to our input: n, size, output_format, output_compression, prompt.
 
 Besides OpenAI's own, a form may carry a few of ours (seed, num_inference_steps, guidance_scale,
-acceleration, enable_safety_checker), sent with the client's extra_body. A parameter Kontext cannot
-honour (a mask, a transparent background) is refused, never dropped.
+acceleration, enable_safety_checker, strength, output_resolution), sent with the client's extra_body.
+A parameter Kontext cannot honour (a transparent background) is refused, never dropped. The mask is a
+file, read by images.py.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from ...schema import InputError
 
 RENAMED = {"prompt": "prompt", "n": "num_images", "output_format": "output_format",
            "output_compression": "output_quality"}  # fmt: skip
-OURS = ("seed", "num_inference_steps", "guidance_scale", "acceleration", "enable_safety_checker")
+OURS = ("seed", "num_inference_steps", "guidance_scale", "acceleration", "enable_safety_checker", "strength",
+        "output_resolution")  # fmt: skip
 IGNORED = ("user", "safety_identifier")  # who is asking, for abuse tracking: nothing to do here
 AUTO_ONLY = {"quality": ("auto",), "background": ("auto",), "stream": ("false",)}
 KNOWN = {*RENAMED, *OURS, *IGNORED, *AUTO_ONLY, "size"}
 # Our field -> theirs, so an error names the parameter the caller sent.
 THEIR_FIELD = {"num_images": "n", "output_quality": "output_compression", "resolution_mode": "size",
-               "image_url": "image", "image_urls": "image"}  # fmt: skip
+               "image_url": "image", "image_urls": "image", "mask_url": "mask"}  # fmt: skip
 _SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 
@@ -59,5 +61,8 @@ def resolution_mode(size: str) -> str:
 
 
 def their_error(error: InputError) -> InputError:
-    name = error.field.split(".", 1)[0]
-    return InputError(THEIR_FIELD.get(name, name), error.problem) if name in THEIR_FIELD else error
+    """The same error naming OpenAI's parameter; the service's own (input.mask_url) too."""
+    name = error.field.removeprefix("input.").split(".", 1)[0]
+    if name not in THEIR_FIELD:
+        return error
+    return InputError(THEIR_FIELD[name], error.problem.replace("(input.image_url)", "(image)"))

@@ -8,20 +8,26 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from ...schema import MAX_PROMPT_CHARS, MAX_REFERENCE_IMAGES, MAX_SEED, MODEL_SLUG
+from ...schema import MAX_PROMPT_CHARS, MAX_REFERENCE_IMAGES, MAX_SEED, MODEL_SLUG, OUTPUT_RESOLUTIONS
 
 BINARY = WithJsonSchema({"type": "string", "format": "binary"})
 
 
 class ImageEditForm(BaseModel):
     """POST /v1/images/edits, multipart/form-data. Besides OpenAI's fields, a few of ours may come along
-    (the client's extra_body): seed, num_inference_steps, guidance_scale, acceleration, enable_safety_checker."""
+    (the client's extra_body): seed, num_inference_steps, guidance_scale, acceleration, enable_safety_checker,
+    strength and output_resolution."""
 
     model_config = ConfigDict(extra="forbid")
 
     image: Annotated[bytes, BINARY] = Field(
         description=f"The image to edit (send `image[]` several times for up to {MAX_REFERENCE_IMAGES} more "
         "reference images: the first is edited, the others guide it)."
+    )
+    mask: Annotated[bytes | None, BINARY] = Field(
+        None,
+        description="A PNG with an alpha channel, the image's size: its fully transparent pixels are the part to "
+        "edit (OpenAI's rule); the rest of the picture is kept.",
     )
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     model: Literal[MODEL_SLUG] = MODEL_SLUG  # type: ignore[valid-type]
@@ -39,6 +45,10 @@ class ImageEditForm(BaseModel):
     guidance_scale: float | None = Field(None, ge=0, le=20)
     acceleration: Literal["none", "regular", "high"] | None = None
     enable_safety_checker: bool | None = None
+    strength: float | None = Field(None, ge=0, le=1, description="With a mask: how far the masked part may move.")
+    output_resolution: Literal[*OUTPUT_RESOLUTIONS] | None = Field(  # type: ignore[valid-type]
+        None, description="model (~1 MP, the default) or input (the image's own size, up to 40 MP)."
+    )
 
 
 class ImageData(BaseModel):

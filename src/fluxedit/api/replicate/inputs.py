@@ -1,7 +1,9 @@
 """The input of Replicate's black-forest-labs/flux-kontext-dev, translated to and from ours.
 
 Their names: prompt, input_image, aspect_ratio, num_inference_steps, guidance, seed, output_format,
-output_quality, disable_safety_checker, go_fast, lora_weights, lora_strength.
+output_quality, disable_safety_checker, go_fast, lora_weights, lora_strength; and `mask` as Replicate's
+inpainting models take it (white: inpaint, black: keep), which is our mask_url's rule. Our strength and
+output_resolution keep their names.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from ...resolution import ASPECT_RATIOS
 from ...schema import InputError
 
 MODEL_NAME = "black-forest-labs/flux-kontext-dev"
-SAME_NAME = ("prompt", "num_inference_steps", "seed", "output_quality")
+SAME_NAME = ("prompt", "num_inference_steps", "seed", "output_quality", "strength", "output_resolution")
 MATCH_INPUT = "match_input_image"
 # Our field -> theirs, for the error messages (a message names the field the caller sent).
 THEIR_FIELD = {
     "image_url": "input_image",
+    "mask_url": "mask",
     "resolution_mode": "aspect_ratio",
     "guidance_scale": "guidance",
     "enable_safety_checker": "disable_safety_checker",
@@ -33,6 +36,8 @@ def to_edit_input(given: dict) -> dict:
             ours[name] = value
         elif name == "input_image":
             ours["image_url"] = value
+        elif name == "mask":
+            ours["mask_url"] = value
         elif name == "output_format":
             ours["output_format"] = "jpeg" if value == "jpg" else value  # their enum says jpg
         elif name == "aspect_ratio":
@@ -63,6 +68,8 @@ def from_edit_input(ours: dict) -> dict:
     for name, value in ours.items():
         if name == "image_url":
             theirs["input_image"] = value
+        elif name == "mask_url":
+            theirs["mask"] = value
         elif name == "resolution_mode":
             theirs["aspect_ratio"] = MATCH_INPUT if value == "match_input" else value
         elif name == "guidance_scale":
@@ -98,7 +105,7 @@ def their_error(error: InputError) -> InputError:
         theirs, tail, dot = "lora_strength", "", ""
     elif theirs == "lora_weights":
         tail, dot = "", ""
-    return InputError(f"input.{theirs}{dot}{tail}", error.problem)
+    return InputError(f"input.{theirs}{dot}{tail}", error.problem.replace("(input.image_url)", "(input.input_image)"))
 
 
 def their_message(message: str | None) -> str | None:

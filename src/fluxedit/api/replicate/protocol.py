@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validat
 from pydantic.json_schema import SkipJsonSchema
 
 from ...resolution import ASPECT_RATIOS
-from ...schema import MAX_PROMPT_CHARS, MAX_SEED, EditInput, InputError, validated_input
+from ...schema import MAX_PROMPT_CHARS, MAX_SEED, OUTPUT_RESOLUTIONS, EditInput, InputError, validated_input
 from ...service.fetch import MAX_URL_CHARS
 from ...service.intake import VERSION
 from ...service.notify import EVENTS
@@ -40,6 +40,15 @@ class ReplicateInput(BaseModel):
     go_fast: bool = False
     lora_weights: str | None = Field(None, description="A LoRA: a registered name, a URL or owner/repo.")
     lora_strength: float | None = Field(None, ge=-4, le=4)
+    mask: str | None = Field(
+        None,
+        description="Where the edit may change the picture (white: inpaint, black: keep), the image's size: "
+        "a URL, a data URI or a file of ours.",
+    )
+    strength: float = Field(1.0, ge=0, le=1, description="With a mask: how far the masked part may move.")
+    output_resolution: Literal[*OUTPUT_RESOLUTIONS] = Field(  # type: ignore[valid-type]
+        "model", description="model (~1 MP) or input (the input image's own size, up to 40 MP)."
+    )
 
 
 # Read as a plain object and translated to ours (inputs.py), so each refusal names their field; documented

@@ -24,7 +24,8 @@ class ShownFiles:
 def shown_files(services: Services, prediction: Prediction, base_url: str) -> ShownFiles:
     stored = dict(prediction.input or {})
     input_ids = list(prediction.input_files or [])
-    present = services.files.present([*input_ids, *(prediction.output or [])])
+    mask_id = stored_file_id(stored["mask_url"]) if isinstance(stored.get("mask_url"), str) else None
+    present = services.files.present([*input_ids, mask_id, *(prediction.output or [])])
     removed = any(file_id not in present for file_id in [*input_ids, *(prediction.output or [])] if file_id)
     references = [stored.get("image_url"), *(stored.get("image_urls") or [])]
     shown = []
@@ -38,6 +39,8 @@ def shown_files(services: Services, prediction: Prediction, base_url: str) -> Sh
         stored["image_url"] = shown[0]
     if stored.get("image_urls"):
         stored["image_urls"] = shown[1:]
+    if mask_id is not None:  # a mask sent inline: shown as the file it was kept as (its greyscale form)
+        stored["mask_url"] = file_content_url(base_url, mask_id) if mask_id in present else None
     outputs = [
         output_url(base_url, file_id, present[file_id].content_type)
         for file_id in prediction.output or []

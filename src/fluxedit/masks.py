@@ -1,0 +1,144 @@
+"""Reading a mask image into the one form every layer uses: a greyscale PNG, white where the edit may change.
+
+A caller's mask is read by one of two rules and stored (or handed to the engine) as that form, so the
+engine never needs to know which dialect it came from:
+
+- "white" (the seed API, Replicate's inpainting models, the CLI and the SDK): a picture without
+  transparency counts by its brightness (white: may change, black: kept); a picture with transparency
+  counts by its alpha (opaque: may change, transparent: kept).
+- "transparent" (OpenAI's images.edit): a PNG with an alpha channel whose fully transparent pixels are
+  the part to edit; the stored mask is 255 - alpha.
+
+The stored form has the mask's upright size (EXIF orientation applied) and no metadata. A pixel at least
+half white (EDITABLE_FROM of 255) counts as editable when the mask is judged empty or full, the way the
+engine binarises it. PIL and numpy only: the API, the CLI and the worker may all import it.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .imaging.decode import ACCEPTED_FORMATS, MAX_ASPECT, MIN_SIDE, decoding_limits, to_rgb
+from .imaging.decode_budget import DecodeBudget
+from .schema import InputError
+
+EDITABLE_FROM = 128  # of 255: a pixel at least half white (or opaque) may change
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_PEAK_BYTES_PER_PIXEL = 10  # the decoded picture (up to 4), its RGBA or RGB copy (4), the mask (1), the judgement
+_budget_lock = threading.Lock()
+_budget: DecodeBudget | None = None
+
+
+class MaskRule(StrEnum):
+    white = "white"  # white or opaque: may change
+    transparent = "transparent"  # OpenAI's: fully transparent may change
+
+
+class Coverage(StrEnum):
+    empty = "empty"  # nothing may change: refused
+    partial = "partial"
+    full = "full"  # everything may change: the plain edit
+
+
+@dataclass(frozen=True)
+class MaskImage:
+    png: bytes  # greyscale PNG: 255 where the edit may change the picture, 0 where it is kept
+    size: tuple[int, int]  # (width, height), upright
+    coverage: Coverage
+
+
+def read_mask(data: bytes, field: str, rule: MaskRule = MaskRule.white) -> MaskImage:
+    """The mask in `data`, under the same limits as an input image; `field` names it in every refusal."""
+    picture = _open(data, field)
+    width, height = picture.size
+    with _decode_budget().admitted(width * height * _PEAK_BYTES_PER_PIXEL):
+        try:
+            picture.load()
+            picture = ImageOps.exif_transpose(picture)
+            values = _values(picture, rule, field)
+        except (OSError, SyntaxError, ValueError) as error:
+            raise InputError(field, f"could not be read as an image: {error}") from None
+        finally:
+            picture.close()
+        editable = int(np.count_nonzero(values >= EDITABLE_FROM))
+        coverage = Coverage.empty if editable == 0 else Coverage.full if editable == values.size else Coverage.partial
+        buffer = io.BytesIO()
+        Image.fromarray(values, "L").save(buffer, "PNG", compress_level=1)  # masks are flat: fast and small
+    return MaskImage(buffer.getvalue(), (values.shape[1], values.shape[0]), coverage)
+
+
+def check_mask_size(mask_size: tuple[int, int], image_size: tuple[int, int], field: str, image_field: str) -> None:
+    """A mask covers the main image pixel for pixel: any other size is refused, naming both."""
+    if tuple(mask_size) != tuple(image_size):
+        raise InputError(
+            field,
+            f"is {mask_size[0]}x{mask_size[1]} but the image to edit ({image_field}) is {image_size[0]}x{image_size[1]}"
+            " (upright): a mask must be exactly the image's size",
+        )
+
+
+def refuse_empty(mask: MaskImage, field: str, rule: MaskRule = MaskRule.white) -> MaskImage:
+    if mask.coverage is Coverage.empty:
+        what = "no pixel is transparent" if rule is MaskRule.transparent else "no pixel is white or opaque"
+        raise InputError(field, f"marks nothing to edit ({what}); send no mask to edit the whole image")
+    return mask
+
+
+def _open(data: bytes, field: str) -> Image.Image:
+    """The header read and checked like an input image's: format, pixels, sides, aspect."""
+    if not data:
+        raise InputError(field, "is empty (0 bytes)")
+    max_pixels = decoding_limits().max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            picture = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise InputError(field, f"has more than {max_pixels:,} pixels") from None
+    except UnidentifiedImageError:
+        raise InputError(field, "is not an image (JPEG, PNG and WebP are accepted)") from None
+    if picture.format not in ACCEPTED_FORMATS:
+        raise InputError(field, f"is a {picture.format or 'unknown'} image; only JPEG, PNG and WebP are accepted")
+    width, height = picture.size
+    if width * height > max_pixels:
+        raise InputError(field, f"is {width}x{height}, more than {max_pixels:,} pixels; scale it down first")
+    if min(width, height) < MIN_SIDE or max(width, height) / min(width, height) > MAX_ASPECT:
+        raise InputError(field, f"is {width}x{height}: not the size of an image this server edits")
+    return picture
+
+
+def _values(picture: Image.Image, rule: MaskRule, field: str) -> np.ndarray:
+    alpha = _alpha(picture)
+    if rule is MaskRule.transparent:
+        if alpha is None:
+            raise InputError(
+                field,
+                "has no alpha channel: OpenAI's rule is a PNG whose fully transparent pixels are the part to edit",
+            )
+        return 255 - alpha
+    if alpha is not None and int(alpha.min()) < 255:
+        return alpha  # it has transparency: opaque is what may change
+    return np.asarray(to_rgb(picture).convert("L"), dtype=np.uint8).copy()
+
+
+def _alpha(picture: Image.Image) -> np.ndarray | None:
+    with_alpha = picture.mode in _ALPHA_MODES or (picture.mode in ("P", "L", "RGB") and "transparency" in picture.info)
+    if not with_alpha:
+        return None
+    return np.asarray(picture.convert("RGBA").getchannel("A"), dtype=np.uint8).copy()
+
+
+def _decode_budget() -> DecodeBudget:
+    """Masks decode one at a time, within the memory limit images decode in (FLUXEDIT_DECODE_MEMORY_BYTES)."""
+    global _budget
+    with _budget_lock:
+        if _budget is None:
+            _budget = DecodeBudget(decoding_limits().memory_bytes, 1)
+        return _budget
