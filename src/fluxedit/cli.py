@@ -718,7 +718,30 @@ def serve(
     cache_threshold: CacheThresholdOption = None,
     max_loras: MaxLorasOption = None,
     safety_model: SafetyModelOption = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per GPU).")] = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            help="Worker processes (default: one per GPU), or GPU workers on Ray: ray (the cluster at "
+            "RAY_ADDRESS) or ray://HEAD:10001. [env: FLUXEDIT_WORKERS]"
+        ),
+    ] = None,
+    min_workers: Annotated[
+        int | None, typer.Option(help="With Ray workers: actors kept idle (default 1). [env: FLUXEDIT_MIN_WORKERS]")
+    ] = None,
+    max_workers: Annotated[
+        int | None,
+        typer.Option(
+            help="With Ray workers: actors at most, added while work waits (default: the cluster's GPUs). "
+            "[env: FLUXEDIT_MAX_WORKERS]"
+        ),
+    ] = None,
+    worker_idle_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="With Ray workers: seconds without work before an actor stops (default 300). "
+            "[env: FLUXEDIT_WORKER_IDLE_SECONDS]"
+        ),
+    ] = None,
     public_url: Annotated[str | None, typer.Option(help="The address clients use, for absolute URLs.")] = None,
     allow_private_urls: Annotated[
         bool | None, typer.Option(help="Fetch URLs on loopback/private addresses.", show_default=False)
@@ -743,6 +766,7 @@ def serve(
         model=model, components=components, host=host, port=port, data_dir=data_dir, device=device, dtype=dtype,
         memory=memory, text_encoder_device=text_encoder_device, attention=attention, cache_mode=cache_mode,
         cache_threshold=cache_threshold, max_loras=max_loras, workers=workers, safety_model=safety_model,
+        min_workers=min_workers, max_workers=max_workers, worker_idle_seconds=worker_idle_seconds,
         public_url=public_url, allow_private_urls=allow_private_urls, allow_unauthenticated=allow_unauthenticated,
         allowed_networks=allow_network, quantize=quantize, text_encoder_quantize=text_encoder_quantize,
         storage=storage, s3_endpoint_url=s3_endpoint_url,

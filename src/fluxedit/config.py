@@ -56,6 +56,19 @@ def _storage_address(value: str | None) -> str | None:
     return value or None
 
 
+def _workers(value: object) -> int | str:
+    """--workers: a number of local worker processes (0: one per GPU), or Ray: `ray` (the cluster at RAY_ADDRESS)
+    or `ray://HEAD:PORT` (Ray Client)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    if text == "ray" or (text.startswith("ray://") and len(text) > len("ray://")):
+        return text
+    raise ValueError(f"{value!r}: give a number of worker processes, ray (at RAY_ADDRESS) or ray://HEAD:PORT")
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything that decides how an engine is built, from one Settings: `fluxedit edit`, `train` and each
@@ -161,8 +174,16 @@ class Settings(BaseSettings):
     0 serves the bytes through the API."""
     public_url: str | None = None
     """The address clients reach this server by (for absolute output URLs); default: from each request."""
-    workers: int = 0
-    """Worker processes: 0 means one per GPU (one on a machine without GPU)."""
+    workers: Annotated[int | str, BeforeValidator(_workers)] = 0
+    """Worker processes: 0 means one per GPU (one on a machine without GPU); or GPU workers on Ray: `ray` (the
+    cluster at RAY_ADDRESS) or `ray://HEAD:10001` (docs/scale-out.md, "GPU workers on Ray")."""
+    min_workers: int = Field(1, ge=0)
+    """With Ray workers: actors kept even when idle."""
+    max_workers: int = Field(0, ge=0)
+    """With Ray workers: actors at most, added while predictions wait (a pending one makes an autoscaler add a GPU
+    node); 0: the GPUs the cluster has when the server starts."""
+    worker_idle_seconds: float = Field(300.0, ge=0)
+    """With Ray workers: seconds an actor may stay without work before it stops (down to min_workers)."""
     allow_private_urls: bool = False
     """Fetch image and webhook URLs that resolve to loopback/private addresses."""
     allowed_networks: list[str] = []

@@ -35,25 +35,24 @@ class TestCluster:
 
     def remove_worker_node(self, node_id: str) -> None:
         node = next(node for node in self.nodes if node.node_id == node_id)
-        self.cluster.remove_node(node, allow_graceful=False)  # as a machine that goes away
+        self.cluster.remove_node(node)  # its raylet and everything on it end
         self.nodes.remove(node)
 
-    def actors(self) -> dict[str, dict]:
-        """fluxedit's live actors by name: where each runs (node_id, pid) and what it did (runs, lora_loads)."""
+    def actors(self, stats: bool = True) -> dict[str, dict]:
+        """fluxedit's placed actors by name: where each runs (node_id, pid) and, with `stats`, what it did (runs,
+        lora_loads; a busy actor answers that after its job)."""
         found = {}
         for entry in self.ray.util.list_named_actors(all_namespaces=True):
             if entry["namespace"] != NAMESPACE or not entry["name"].startswith("fluxedit-"):
                 continue
             actor = self.ray.get_actor(entry["name"], namespace=NAMESPACE)
-            asked = [actor.where.remote(), actor.stats.remote()]
-            answered, _ = self.ray.wait(asked, num_returns=2, timeout=3)
-            if len(answered) < 2:
-                continue  # not placed yet (pending)
             try:
-                where, stats = self.ray.get(asked)
-            except self.ray.exceptions.RayActorError:
-                continue  # just gone
-            found[entry["name"]] = {**where, **stats}
+                where = self.ray.get(actor.where.remote(), timeout=3)
+                if stats:
+                    where |= self.ray.get(actor.stats.options(concurrency_group="stats").remote(), timeout=60)
+            except (self.ray.exceptions.GetTimeoutError, self.ray.exceptions.RayActorError):
+                continue  # not placed yet (pending), or just gone
+            found[entry["name"]] = where
         return found
 
     def wait_for_actors(self, count: int, timeout: float = 60) -> dict[str, dict]:

@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from tests import lora_builders as build
 from tests.helpers import encoded, pattern
 from tests.service.server import Server, create, upload, wait_done
 
@@ -67,3 +68,69 @@ def test_predictions_run_on_both_nodes_each_exactly_once(two_nodes, server, clie
     after = by_node(two_nodes)
     runs = {node: after[node]["runs"] - before[node] for node in before}
     assert sum(runs.values()) == 8 and all(count > 0 for count in runs.values()), runs
+
+
+def actor_loads(cluster) -> dict[str, dict[str, int]]:
+    return {name: actor["lora_loads"] for name, actor in cluster.wait_for_actors(2).items()}
+
+
+def test_lora_affinity_each_adapter_is_loaded_once_per_worker_at_most(two_nodes, client, photo, tmp_path):
+    """With --max-loras 1 a worker holds one adapter: predictions alternating between two LoRAs would reload one on
+    every run if they went to the first free worker; each goes to the worker holding its adapter instead."""
+    for name, seed in (("ink", 61), ("neon", 62)):
+        path = build.write(build.diffusers_lora(seed=seed), tmp_path / f"{name}.safetensors")
+        response = client.post("/v1/loras", files={"file": (path.name, path.read_bytes())}, data={"name": name})
+        assert response.status_code == 201, response.text
+    before = actor_loads(two_nodes)
+    ran_on: dict[str, set[str]] = {"ink": set(), "neon": set()}
+    for i in range(6):
+        name = ("ink", "neon")[i % 2]
+        done = wait_done(client, create(client, image_url=photo, seed=i, loras=[{"path": name, "scale": 1.0}]))
+        assert done["status"] == "success", done["output"]
+        ran_on[name].add(worker_of(done))
+    after = actor_loads(two_nodes)
+    loads = {(actor, adapter): count - before.get(actor, {}).get(adapter, 0)
+             for actor, counts in after.items() for adapter, count in counts.items()}  # fmt: skip
+    assert sum(loads.values()) == 2 and all(count <= 1 for count in loads.values()), loads
+    assert len(ran_on["ink"]) == len(ran_on["neon"]) == 1 and ran_on["ink"] != ran_on["neon"], ran_on
+
+
+def test_progress_and_previews_stream_back_and_a_cancel_lands_within_a_step(client):
+    big = upload(client, encoded(pattern(1024, 1024), "PNG"))["id"]
+    prediction_id = create(client, image_url=big, num_inference_steps=50)
+    names = []
+    with client.stream("GET", f"/v1/prediction/{prediction_id}/stream", params={"previews": "true"}) as events:
+        for line in events.iter_lines():
+            if line.startswith("event: "):
+                names.append(line.removeprefix("event: "))
+                if names.count("progress") == 2 and "cancel" not in names:
+                    client.post(f"/v1/prediction/{prediction_id}/cancel")
+                    names.append("cancel")
+                if names[-1] == "done":
+                    break
+    prediction = client.get(f"/v1/prediction/{prediction_id}").json()
+    assert prediction["status"] == "cancelled" and "cancelled while running" in prediction["logs"]
+    assert names.count("preview") >= 2  # previews came back from the actor too
+    assert 2 <= names.count("progress") < 50  # the actor stopped the edit before its last step
+
+
+def test_a_node_removed_mid_edit_reruns_its_prediction_on_the_other_node(two_nodes, server, client):
+    wait_workers(server, ["ready", "ready"])
+    big = upload(client, encoded(pattern(1024, 1024), "PNG"))["id"]
+    prediction_id = create(client, image_url=big, num_inference_steps=20, seed=9)
+    with client.stream("GET", f"/v1/prediction/{prediction_id}/stream") as events:
+        next(line for line in events.iter_lines() if line.startswith("event: progress"))  # it is running
+    victim = worker_of(client.get(f"/v1/prediction/{prediction_id}").json())
+    pid = next(w["pid"] for w in httpx.get(server.url + "/health").json()["workers"] if w["name"] == victim)
+    node_id = next(actor["node_id"] for actor in two_nodes.actors(stats=False).values() if actor["pid"] == pid)
+
+    two_nodes.remove_worker_node(node_id)
+    done = wait_done(client, prediction_id, timeout=300)
+
+    assert done["status"] == "success", done["output"]
+    assert "re-queued: its worker was lost" in done["logs"]
+    assert worker_of(done) != victim  # the other node ran it
+    lost = next(w for w in httpx.get(server.url + "/health").json()["workers"] if w["name"] == victim)
+    assert lost["restarts"] == 1 and lost["state"] == "starting"  # replaced: pending until a GPU node is free
+    two_nodes.add_worker_node()
+    assert [w["state"] for w in wait_workers(server, ["ready", "ready"])] == ["ready", "ready"]

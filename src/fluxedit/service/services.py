@@ -10,8 +10,8 @@ from ..config import Settings
 from ..store.database import open_database
 from ..store.files import FileStore
 from ..store.objects_setup import Storage
-from ..worker.pool import LocalWorkerPool
 from ..worker.pool_protocol import WorkerPool
+from ..worker.pools import make_pool
 from .admission import BatchLimits
 from .batch_ends import BatchEnds
 from .batches import Batches
@@ -103,7 +103,7 @@ class Services:
             cancel_grace=settings.cancel_grace,
         )
         reader = storage.reader()  # the workers read inputs and LoRAs by id from the store, wherever it is
-        pool = LocalWorkerPool(settings.engine_config(), settings.workers, reader)
+        pool = make_pool(settings, settings.engine_config(), reader)  # local processes, or Ray actors
         runner.attach_pool(pool)
         batches = Batches(
             runner, BatchLimits(settings.max_batch_images, settings.max_batch_queue), settings.price_per_image

@@ -14,7 +14,9 @@ INSTALL_HINT = "pip install 'fluxedit[cluster]'"
 def ray_address(workers: str) -> str:
     """`ray`: the cluster RAY_ADDRESS names (else one already running on this machine); `ray://HOST:PORT`: Ray
     Client, as given."""
-    return os.environ.get("RAY_ADDRESS") or "auto" if workers == "ray" else workers
+    if workers == "ray":
+        return os.environ.get("RAY_ADDRESS") or "auto"
+    return workers
 
 
 def make_pool(settings: Settings, engine_config: EngineConfig, reader) -> WorkerPool:

@@ -3,9 +3,9 @@
 worker/child.py's `Worker` reads control messages from a connection and sends its events back through
 it. Here that connection is `QueueConnection`: the pool's `send` calls fill its inbox and the pool's
 `next_events` long-polls drain its outbox, so a job runs, reports progress and obeys a cancel (within
-one step) exactly as it does in a local child. The actor is threaded: `send` and `next_events` each
-have their own thread (one each: control messages arrive in the order the pool sent them), while the
-engine runs in the serving thread.
+one step) exactly as it does in a local child. The actor is threaded: `send`, `next_events` and `stats`
+each have their own thread (one each: control messages arrive in the order the pool sent them), while
+the engine runs in the serving thread.
 
 Ray places the actor on a node with a free GPU (`num_gpus=1`) and sets CUDA_VISIBLE_DEVICES for it,
 so the engine sees exactly its own GPU. ray is imported by the pool, not here.
@@ -22,7 +22,7 @@ from ..config import EngineConfig
 from .child import Worker, _describe
 from .messages import FromWorker, LoadFailed, Ready, ToWorker, WorkerInfo
 
-CONCURRENCY_GROUPS = {"control": 1, "events": 1}  # one thread each; the default group answers stats()
+CONCURRENCY_GROUPS = {"control": 1, "events": 1, "stats": 1}  # a thread each; where() is in the default group
 
 
 class QueueConnection:
@@ -72,7 +72,8 @@ class EngineActor:
                 return events
 
     def stats(self) -> dict:
-        """Edits run and adapter loads so far (by adapter name: `lora_` + the digest's first 16 digits)."""
+        """Edits run and adapter loads so far (by adapter name: `lora_` + the digest's first 16 digits), counted
+        after each job: while one runs, this waits for its end. Call it in the "stats" concurrency group."""
         with self._between_jobs:
             return {"pid": os.getpid(), "runs": self.runs, "lora_loads": dict(self.lora_loads)}
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -55,6 +57,22 @@ POLL_S = 2.0  # one event long-poll waits this long at most; a dead actor fails 
 SIZING_TICK_S = 1.0  # how often idle actors are looked at
 PENDING = "waiting for Ray to place it on a node with a free GPU"
 NAMESPACE = "fluxedit"
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept():
+    """ray.init replaces the SIGTERM handler with a plain exit: the server's own (uvicorn's graceful stop, which
+    drains running work) is put back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in kept.items():
+            if handler is not None:
+                signal.signal(number, handler)
 
 
 @dataclass
@@ -115,7 +133,8 @@ class RayWorkerPool:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         if not ray.is_initialized():
-            ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=True)
+            with _signal_handlers_kept():
+                ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=True)
             self._connected_here = True
         gpus = int(ray.cluster_resources().get("GPU", 0))
         self.max_workers = max(self.max_workers or gpus, self.min_workers, 1)
