@@ -13,6 +13,12 @@ from .resolution import nearest_preferred_size, output_size
 BatchKey = tuple
 
 
+def runs_alone(output_resolution: str, masked: bool) -> bool:
+    """An edit with a mask, or at the input's own size (output_resolution "input"), is never batched: its mask and
+    crop are its own, and its result is composited onto its own full-size picture."""
+    return masked or output_resolution == "input"
+
+
 def batch_key(
     resolution_mode: str,
     image_sizes: Sequence[tuple[int, int]],

@@ -89,6 +89,7 @@ class EngineConfig:
     max_loras: int = 8
     safety_model: str | None = None
     hf_token: str | None = None
+    difference_threshold: float = 0.1
 
     def model_arguments(self) -> dict:
         """The arguments of engine.loading.load_model: where the weights come from and where they go."""
@@ -142,6 +143,9 @@ class Settings(BaseSettings):
     """The same choice for T5-XXL."""
     safety_model: str | None = None
     """An image-classification model (hub id or folder) that flags NSFW outputs; none by default."""
+    difference_threshold: float = Field(0.1, ge=0, le=1)
+    """output_resolution input without a mask: a pixel belongs to the edited region when the edit changed it by more
+    than this share of full scale (0-1, after a light blur); the region is then cleaned and feathered."""
     hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("hf_token", "HF_TOKEN"))
     """The Hugging Face token (environment variable HF_TOKEN) for gated or private repos: the model, LoRAs."""
 
@@ -279,6 +283,7 @@ class Settings(BaseSettings):
             max_loras=self.max_loras,
             safety_model=self.safety_model,
             hf_token=self.token,
+            difference_threshold=self.difference_threshold,
         )
 
     @property

@@ -17,6 +17,7 @@ import torch
 from ..schema import EditCancelled
 from .acceleration import StepPlan, VelocityExtrapolator
 from .kontext import PromptEmbeddings, predict, timesteps
+from .masked import MaskedStart
 
 
 @dataclass
@@ -28,6 +29,7 @@ class DenoiseInputs:
     pooled_embeddings: torch.Tensor  # (B, D) CLIP pooled
     text_ids: torch.Tensor  # (T, 3)
     guidance: float
+    masked: MaskedStart | None = None  # a masked edit (masked.py): start from the main image, keep it unmasked
 
 
 def flow_shift(image_seq_len: int, scheduler_config) -> float:
@@ -64,9 +66,11 @@ def denoise(
     `plan` says which steps run the transformer (acceleration.py); by default, all of them.
     `keep_rows()` is also asked before each step: None keeps the batch as it is; a list of row indices keeps only
     those rows from then on (a cancelled member of a batch stops costing the others), in that order. The tokens
-    returned are those of the rows kept.
+    returned are those of the rows kept. With `inputs.masked`, the loop starts from the main image noised to
+    sigmas[0] and puts its unmasked cells back after every step (masked.py); with no step it returns that start.
     """
-    latents = inputs.noise
+    masked = inputs.masked
+    latents = inputs.noise if masked is None else masked.first_latents(sigmas[0]).to(inputs.noise.dtype)
     batch = latents.shape[0]
     dtype = latents.dtype
     guidance = torch.full((batch,), inputs.guidance, device=latents.device, dtype=torch.float32)
@@ -79,7 +83,7 @@ def denoise(
             raise EditCancelled(f"cancelled before step {i + 1} of {steps}")
         if keep_rows is not None and (rows := keep_rows()) is not None:
             latents, guidance, inputs = _select_rows(rows, latents, guidance, inputs, extrapolator)
-            batch = latents.shape[0]
+            masked, batch = inputs.masked, latents.shape[0]
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         if i in full_steps:
             prompt = PromptEmbeddings(inputs.text_embeddings, inputs.pooled_embeddings, inputs.text_ids)
@@ -93,6 +97,8 @@ def denoise(
             velocity = extrapolator.predict(float(sigma)).to(dtype)
         # Euler step in float32, as diffusers' FlowMatchEulerDiscreteScheduler does.
         next_latents = (latents.float() + (sigma_next - sigma) * velocity).to(velocity.dtype)
+        if masked is not None:
+            next_latents = masked.blend(next_latents, sigma_next, last=i == steps - 1)
         if on_step is not None:
             on_step(i + 1, latents.float() - sigma * velocity.float())
         latents = next_latents
@@ -109,5 +115,6 @@ def _select_rows(rows: list[int], latents, guidance, inputs: DenoiseInputs, extr
         reference_tokens=inputs.reference_tokens.index_select(0, index),
         text_embeddings=inputs.text_embeddings.index_select(0, index),
         pooled_embeddings=inputs.pooled_embeddings.index_select(0, index),
+        masked=None if inputs.masked is None else inputs.masked.rows(index),
     )
     return latents.index_select(0, index), guidance.index_select(0, index), kept

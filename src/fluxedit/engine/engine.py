@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +19,10 @@ from PIL import Image
 from .. import __version__
 from ..batching import batch_key
 from ..config import EngineConfig
+from ..imaging.composite import DEFAULT_DIFFERENCE_THRESHOLD
 from ..imaging.decode import DecodedImage
 from ..imaging.encode import encode_image
+from ..imaging.regions import Box
 from ..resolution import nearest_preferred_size
 from ..schema import MAX_REFERENCE_IMAGES, MAX_SEED, EditCancelled, EditSettings, InputError, OutputFormat
 from .acceleration import plan_steps
@@ -29,7 +31,9 @@ from .fast_paths import FastTransformer, apply_attention_backend, pick_attention
 from .kontext import encode_prompt, encode_references, position_ids
 from .loading import LoadedModel, load_model
 from .loras import DEFAULT_MAX_LOADED, LoraManager, LoraSpec
+from .masked import masked_start, start_step
 from .preview import latent_preview
+from .region_edit import laid_back, needs_region_edit, plan_region_edit
 from .safety import SafetyChecker
 from .step_cache import first_block_cache
 from .tokens import pack, unpack
@@ -43,15 +47,18 @@ class EngineOptions:
     cache_threshold: float | None = None  # 0 switches step caching off; None: the level's default
     attention: str = "auto"  # auto, native, flash, _flash_3, sage
     max_loras: int = DEFAULT_MAX_LOADED  # adapters kept loaded for switching without a reload
+    difference_threshold: float = DEFAULT_DIFFERENCE_THRESHOLD  # output_resolution input without a mask (0-1)
 
 
 @dataclass
 class Generation:
-    pixels: np.ndarray  # (num_images, H, W, 3) floats in [0, 1]
+    pixels: np.ndarray  # (num_images, H, W, 3): floats in [0, 1]; uint8 at the input's size (output_resolution input)
     seed: int
-    size: tuple[int, int]
+    size: tuple[int, int]  # the output's (width, height)
     transformer_passes: int
     logs: list[str]
+    generated_size: tuple[int, int] | None = None  # what the model generated, when not `size` (output_resolution input)
+    crop: Box | None = None  # the part of the main image the model edited (the crop path); None: all of it
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,9 @@ class EditResult:
     logs: list[str] = field(default_factory=list)
     transformer_passes: int = 0
     acceleration: str = "none"
+    generated_width: int = 0  # the size the model generated (pricing counts it): width/height unless
+    generated_height: int = 0  # output_resolution input made the output the input's size
+    crop: Box | None = None  # (left, top, right, bottom) of the main image the model edited; None: all of it
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -152,7 +162,9 @@ class Engine:
     def from_config(cls, config: EngineConfig) -> Engine:
         """The engine that `config` (Settings.engine_config) describes: how `edit` and each worker of `serve` build
         theirs (`train` loads its model from the same config, EngineConfig.training_model_arguments)."""
-        options = EngineOptions(config.cache_mode, config.cache_threshold, config.attention, config.max_loras)
+        options = EngineOptions(
+            config.cache_mode, config.cache_threshold, config.attention, config.max_loras, config.difference_threshold
+        )
         return cls.load(safety_model=config.safety_model, options=options, **config.model_arguments())
 
     @classmethod
@@ -202,7 +214,7 @@ class Engine:
         started = time.perf_counter()
         seed, (width, height) = generation.seed, generation.size
         fmt = settings.output_format or request.images[0].format
-        pictures = [Image.fromarray((array * 255).round().astype(np.uint8), "RGB") for array in generation.pixels]
+        pictures = [Image.fromarray(_bytes(array), "RGB") for array in generation.pixels]
         flags, logs = None, list(generation.logs)
         if request.safety_check and self.safety is not None:
             pictures, flags = self.safety.apply(pictures)
@@ -213,8 +225,21 @@ class Engine:
             metadata = self._metadata(settings, (seed + index) % (MAX_SEED + 1), width, height, request.loras)
             images.append(encode_image(picture, fmt, settings.output_quality, metadata))
         timings = {"generate": generate_time, "encode": time.perf_counter() - started}
+        generated_width, generated_height = generation.generated_size or generation.size
         return EditResult(
-            images, fmt, width, height, seed, timings, flags, logs, generation.transformer_passes, settings.acceleration
+            images,
+            fmt,
+            width,
+            height,
+            seed,
+            timings,
+            flags,
+            logs,
+            generation.transformer_passes,
+            settings.acceleration,
+            generated_width,
+            generated_height,
+            generation.crop,
         )
 
     def generate(
@@ -242,9 +267,50 @@ class Engine:
         `should_drop(index)` is asked before each step for every request still in the batch: once it says yes,
         that request's rows leave the batch (the others go on, unchanged, and cost no more than without it), it
         gets no more progress and its result is None. When every request is dropped, EditCancelled is raised.
+
+        An edit with a mask or output_resolution "input" runs alone (fluxedit.batching.runs_alone; region_edit.py).
         """
         for request in requests:
             self._check_images(request.images)
+        if any(needs_region_edit(r.settings, r.mask) for r in requests):
+            if len(requests) != 1:
+                raise ValueError("an edit with a mask or output_resolution input runs alone, not in a batch")
+            return [self._generate_region(requests[0], progress, should_stop, previews, should_drop)]
+        return self._generate_batch(requests, progress, should_stop, previews, should_drop)
+
+    def _generate_region(self, request: EditRequest, progress, should_stop, previews, should_drop) -> Generation | None:
+        """A masked edit, or one at the input's size: the model runs on region_edit's plan, the result is laid back."""
+        plan = plan_region_edit(request.settings, request.images[0], request.mask)
+        settings = request.settings.model_copy(update={"resolution_mode": plan.resolution_mode})
+        model_request = replace(request, settings=settings, images=[plan.main, *request.images[1:]], mask=None)
+        generation = self._generate_batch([model_request], progress, should_stop, previews, should_drop, plan.mask)[0]
+        if generation is None or plan.original is None:
+            return generation
+        edited = [Image.fromarray(_bytes(array), "RGB") for array in generation.pixels]
+        threshold = self.options.difference_threshold
+        pixels = np.stack([np.asarray(laid_back(plan, picture, threshold)) for picture in edited])
+        (width, height), (full_width, full_height) = generation.size, plan.original.size
+        where = "a crop {}x{} at ({}, {})".format(*_crop_size(plan.box)) if plan.box else "the whole picture"
+        note = f"edited {where} at {width}x{height}, laid onto the {full_width}x{full_height} input"
+        return replace(
+            generation,
+            pixels=pixels,
+            size=plan.original.size,
+            logs=[*generation.logs, note],
+            generated_size=generation.size,
+            crop=plan.box,
+        )
+
+    def _generate_batch(
+        self,
+        requests: list[EditRequest],
+        progress,
+        should_stop,
+        previews: bool,
+        should_drop,
+        mask: np.ndarray | None = None,
+    ) -> list[Generation | None]:
+        """The denoising of one batch; `mask` (over the main image, one request only) makes it a masked edit."""
         keys = {request_batch_key(r) for r in requests}
         if len(keys) != 1:
             raise ValueError("edits in one batch must share output size, steps, guidance, acceleration and references")
@@ -258,13 +324,21 @@ class Engine:
         texts, pools, references, noises = [], [], [], []
         for request, seed, count in zip(requests, seeds, counts, strict=True):
             text, pooled, text_ids = self._encode_prompt(request.settings.prompt, count)
-            tokens, grids = self._encode_references([d.image for d in request.images])
+            reference_tokens, grids = self._encode_references([d.image for d in request.images])
             texts.append(text)
             pools.append(pooled)
-            references.append(tokens.expand(count, -1, -1))
+            references.append(reference_tokens.expand(count, -1, -1))
             noises.append(self._noise(seed, count, latent_h, latent_w, text.dtype))
         dtype = texts[0].dtype
         positions = position_ids((latent_h // 2, latent_w // 2), grids)
+        steps = settings.num_inference_steps
+        sigmas = sigma_schedule(copy.deepcopy(self.pipe.scheduler), steps, noises[0].shape[1], self.device)
+        masked = None
+        if mask is not None:
+            main = requests[0].images[0].image
+            masked = masked_start(self.pipe, main, mask, references[0], grids[0], (width, height), torch.cat(noises))
+            sigmas = sigmas[start_step(steps, settings.strength) :]
+            steps = len(sigmas) - 1
         inputs = DenoiseInputs(
             noise=torch.cat(noises),
             reference_tokens=torch.cat(references),
@@ -273,9 +347,8 @@ class Engine:
             pooled_embeddings=torch.cat(pools),
             text_ids=text_ids,
             guidance=settings.guidance_scale,
+            masked=masked,
         )
-        steps = settings.num_inference_steps
-        sigmas = sigma_schedule(copy.deepcopy(self.pipe.scheduler), steps, noises[0].shape[1], self.device)
         members = _BatchMembers(counts, should_drop)
 
         def on_step(step: int, clean_estimate: torch.Tensor) -> None:
@@ -377,3 +450,13 @@ class Engine:
             "model": str(self.model.source),
             "software": f"fluxedit {__version__}",
         }
+
+
+def _bytes(array: np.ndarray) -> np.ndarray:
+    """Pixels as 8-bit values: float pixels in [0, 1] rounded, 8-bit ones (a full-size result) as they are."""
+    return array if array.dtype == np.uint8 else (array * 255).round().astype(np.uint8)
+
+
+def _crop_size(box: Box) -> tuple[int, int, int, int]:
+    left, top, right, bottom = box
+    return right - left, bottom - top, left, top

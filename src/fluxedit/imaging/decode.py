@@ -26,8 +26,10 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from ..config import Settings
 from ..schema import InputError, OutputFormat
+from .composite import check_output_pixels
 from .decode_budget import DecodeBudget, release_free_memory
 from .model_size import model_size
+from .regions import mask_picture
 
 ACCEPTED_FORMATS = {"JPEG": OutputFormat.jpeg, "PNG": OutputFormat.png, "WEBP": OutputFormat.webp}
 MAX_PIXELS = Settings.model_fields["max_input_pixels"].default  # 120 MP: a 12000 x 10000 camera file
@@ -53,7 +55,7 @@ _TRIM_ABOVE_BYTES = 16 * 2**20
 
 @dataclass(frozen=True)
 class DecodedImage:
-    image: Image.Image  # RGB, 8-bit, upright; downscaled to what the model needs when larger (model_size.py)
+    image: Image.Image  # RGB (a mask: L), 8-bit, upright; downscaled to what the model needs (model_size.py)
     format: OutputFormat  # the format the bytes were in
     source_size: tuple[int, int] | None = None  # (width, height) of the file's upright picture; None: image.size
 
@@ -111,14 +113,21 @@ async def decode_image_async(data: bytes, field: str = "image") -> DecodedImage:
     return await asyncio.get_running_loop().run_in_executor(decoding.executor, decode_image, data, field)
 
 
-def decode_image(data: bytes, field: str = "image") -> DecodedImage:
-    """Decode `data` in this thread, once the process's decode budget admits it; `field` names the input in errors."""
+def decode_image(data: bytes, field: str = "image", full_size: bool = False, as_mask: bool = False) -> DecodedImage:
+    """Decode `data` in this thread, once the process's decode budget admits it; `field` names the input in errors.
+
+    full_size keeps every pixel (for output_resolution "input": at most composite.MAX_OUTPUT_PIXELS, else an
+    InputError naming output_resolution). as_mask reads an edit mask: a grey "L" picture, from the alpha when
+    there is transparency, else from the grey level (regions.mask_picture), instead of RGB on white."""
     decoding = _decoding()
     picture, detected = _open_checked(data, field, decoding.limits.max_pixels)
     source_size = picture.size
+    if full_size:
+        check_output_pixels(*source_size)
     orientation = _orientation(picture) if picture.format == "JPEG" else 1  # a JPEG's EXIF comes with its header
-    _draft(picture, orientation)
-    cost = estimated_decode_bytes(picture)
+    if not full_size:
+        _draft(picture, orientation)
+    cost = estimated_decode_bytes(picture, full_size)
     if cost > decoding.limits.memory_bytes:
         width, height = source_size
         raise InputError(
@@ -129,7 +138,7 @@ def decode_image(data: bytes, field: str = "image") -> DecodedImage:
     with decoding.budget.admitted(cost):
         decoded = None
         try:
-            decoded = _decoded(picture, detected, source_size, field)
+            decoded = _decoded(picture, detected, source_size, field, full_size, as_mask)
         finally:
             if decoded is None or decoded.image is not picture:
                 picture.close()  # its full-size pixels are freed now, within the admission
@@ -138,12 +147,12 @@ def decode_image(data: bytes, field: str = "image") -> DecodedImage:
     return decoded
 
 
-def estimated_decode_bytes(picture: Image.Image) -> int:
+def estimated_decode_bytes(picture: Image.Image, full_size: bool = False) -> int:
     """Memory a decode of this (opened, not yet loaded) picture takes at its peak, from its header alone."""
     width, height = picture.size
     pixels = width * height
     decoded = pixels * _BYTES_PER_PIXEL.get(picture.mode, 4) * _DECODED_COPIES.get(picture.format or "", 1)
-    target = model_size(width, height)  # orientation aside: the larger side is what counts below
+    target = None if full_size else model_size(width, height)  # orientation aside: the larger side counts below
     if target is None:
         return decoded + 2 * pixels * 4  # converted to RGB and turned upright at full size
     target_width, target_height = max(target), min(target)
@@ -178,20 +187,33 @@ def _draft(picture: Image.Image, orientation: int) -> None:
         picture.draft(picture.mode, _upright(target, orientation))  # _upright turns a size either way
 
 
-def _decoded(picture: Image.Image, detected: OutputFormat, source_size: tuple[int, int], field: str) -> DecodedImage:
+def _decoded(
+    picture: Image.Image,
+    detected: OutputFormat,
+    source_size: tuple[int, int],
+    field: str,
+    full_size: bool,
+    as_mask: bool,
+) -> DecodedImage:
     try:
         picture.load()
         orientation = _orientation(picture)
         upright_source = _upright(source_size, orientation)
-        target = model_size(*upright_source)
+        target = None if full_size else model_size(*upright_source)
         if target is not None:
             picture = _resized(picture, _upright(target, orientation))
         if orientation in _TRANSPOSES:
             picture = picture.transpose(_TRANSPOSES[orientation])
-        rgb = to_rgb(picture)
+        converted = mask_picture(picture) if as_mask else to_rgb(picture)
     except (OSError, SyntaxError, ValueError) as error:
         raise InputError(field, f"could not be read as {detected.value.upper()}: {error}") from None
-    return DecodedImage(rgb, detected, upright_source)
+    return DecodedImage(converted, detected, upright_source)
+
+
+def model_view(picture: Image.Image) -> Image.Image:
+    """A full-size upright picture as a model-size decode keeps it (model_size.py): what the model sees of it."""
+    target = model_size(*picture.size)
+    return picture if target is None else _resized(picture, target)
 
 
 def _resized(picture: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -147,8 +147,13 @@ class Worker:
 
     def _run(self, jobs: list[EditJob]) -> None:
         """Run jobs (one, or a batch of the same size and settings) and report each one's end."""
+        from ..batching import runs_alone
         from ..schema import EditCancelled, FluxeditError, InputError
 
+        if len(jobs) > 1 and any(runs_alone(_output_resolution(job), job.mask is not None) for job in jobs):
+            for job in jobs:  # a masked or full-size edit never shares a batch: each runs on its own
+                self._run([job])
+            return
         for job in jobs:
             self.conn.send(Started(job.id))
         requests, runnable = self._requests(jobs)
@@ -254,8 +259,15 @@ class Worker:
 
         requests, runnable = [], []
         for job in jobs:
+            full_size = _output_resolution(job) == "input"  # the main image and its mask keep every pixel
             try:
-                images = [decode_image(self._read(image), field=image.field) for image in job.images]
+                images = [
+                    decode_image(self._read(image), field=image.field, full_size=full_size and index == 0)
+                    for index, image in enumerate(job.images)
+                ]
+                mask = None
+                if job.mask is not None:
+                    mask = decode_image(self._read(job.mask), field=job.mask.field, full_size=full_size, as_mask=True)
             except (InputError, OSError) as error:
                 self.conn.send(Failed(job.id, "INPUT_VALIDATION_ERROR", str(error)))
                 continue
@@ -263,9 +275,8 @@ class Worker:
                 LoraSpec(path=self._lora_path(lora), scale=lora.scale, field=lora.field, digest=lora.digest)
                 for lora in job.loras
             ]
-            requests.append(
-                EditRequest(EditSettings(**job.settings), images, safety_check=job.safety_check, loras=loras)
-            )
+            settings = EditSettings(**job.settings)
+            requests.append(EditRequest(settings, images, safety_check=job.safety_check, loras=loras, mask=mask))
             runnable.append(job)
         return requests, runnable
 
@@ -280,6 +291,10 @@ class Worker:
         for job in jobs:
             if job.id not in ended:
                 self.conn.send(Failed(job.id, code, message))
+
+
+def _output_resolution(job: EditJob) -> str:
+    return job.settings.get("output_resolution", "model")
 
 
 def _jpeg(preview) -> bytes | None:
@@ -302,4 +317,7 @@ def _result(result) -> JobResult:
         logs=tuple(result.logs),
         transformer_passes=result.transformer_passes,
         acceleration=result.acceleration,
+        generated_width=result.generated_width,
+        generated_height=result.generated_height,
+        crop=result.crop,
     )
