@@ -146,6 +146,22 @@ def test_edit_with_a_reference_image(client, photo_path):
     assert reference_id.startswith("file_")  # uploaded first, then named by its id
 
 
+def test_edit_with_a_mask_strength_and_output_resolution(client, photo_path, tmp_path):
+    mask = Image.new("L", (64, 48), 0)
+    mask.paste(255, (0, 0, 32, 24))  # white: the part that may change
+    for given in (mask, encoded(mask, "PNG")):  # a PIL image or bytes, uploaded like any image
+        only(client.edit(photo_path, "a red hat", mask=given, strength=0.6, output_resolution="input", **FAST))
+        newest = next(client.list(limit=1))
+        assert newest["status"] == "success" and newest["input"]["mask_url"].startswith("file_")
+        assert newest["input"]["strength"] == 0.6 and newest["input"]["output_resolution"] == "input"
+    with pytest.raises(ApiError) as caught:
+        client.edit(photo_path, "a red hat", mask=Image.new("L", (32, 32), 255), **FAST)
+    assert caught.value.status_code == 422
+    assert caught.value.message.startswith("input.mask_url: is 32x32 but the image to edit (input.image_url) is 64x48")
+    with pytest.raises(TypeError, match="mask"):
+        client.edit(photo_path, "x", mask_url="file_abcdefghijklmnop")
+
+
 def test_iterative_editing_from_an_output_url(client, finished):
     first = only(client.download(finished))
     second = only(client.edit(first.url, "now add a hat", **FAST))

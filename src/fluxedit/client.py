@@ -6,6 +6,8 @@ run on any machine that reaches the server.
     with Client("http://127.0.0.1:8000") as client:
         (image,) = client.edit("photo.jpg", "make it a watercolour", num_inference_steps=28)
         image.save("watercolour.png")
+        # only where mask.png is white, at the photo's own size
+        (image,) = client.edit("photo.jpg", "a red scarf", mask="mask.png", output_resolution="input")
 """
 
 from __future__ import annotations
@@ -161,12 +163,20 @@ class Client:
         prompt: str,
         *,
         references: Iterable[ImageLike] = (),
+        mask: ImageLike | None = None,
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
         **input: Any,
     ) -> dict:
-        """Queue an edit and return the prediction as it stands. Local images are uploaded first."""
-        body: dict[str, Any] = {"model": MODEL, "input": self._edit_input(image, prompt, references, input)}
+        """Queue an edit and return the prediction as it stands. Local images are uploaded first.
+
+        `mask`: where the edit may change the image (white, or opaque where it has transparency), the image's
+        size; a path, bytes, PIL image, file or URL like `image`. `strength` and `output_resolution` ("input":
+        the result at the image's own size) go with the other inputs."""
+        edit_input = self._edit_input(image, prompt, references, input)
+        if mask is not None:
+            edit_input["mask_url"] = self._image_ref(mask)
+        body: dict[str, Any] = {"model": MODEL, "input": edit_input}
         if webhook_url is not None:
             body["webhook_url"] = webhook_url
         if webhook_secret is not None:
@@ -223,10 +233,17 @@ class Client:
                     return
 
     def edit(
-        self, image: ImageLike, prompt: str, *, references: Iterable[ImageLike] = (), **input: Any
+        self,
+        image: ImageLike,
+        prompt: str,
+        *,
+        references: Iterable[ImageLike] = (),
+        mask: ImageLike | None = None,
+        **input: Any,
     ) -> list[EditedImage]:
-        """Create, wait and download: the edited images. Raises PredictionFailed or PredictionCancelled."""
-        prediction = self.wait(self.create(image, prompt, references=references, **input)["id"])
+        """Create, wait and download: the edited images. Raises PredictionFailed or PredictionCancelled.
+        `mask`, `strength`, `output_resolution`: as for `create`."""
+        prediction = self.wait(self.create(image, prompt, references=references, mask=mask, **input)["id"])
         return self.download(prediction)
 
     def download(self, prediction: dict) -> list[EditedImage]:
@@ -330,9 +347,9 @@ class Client:
         return f"Client({self.base_url!r}, api_key={'set' if self.api_key else None})"
 
     def _edit_input(self, image: ImageLike, prompt: str, references: Iterable[ImageLike], extra: dict) -> dict:
-        taken = {"prompt", "image_url", "image_urls"} & extra.keys()
+        taken = {"prompt", "image_url", "image_urls", "mask_url"} & extra.keys()
         if taken:
-            raise TypeError(f"pass {', '.join(sorted(taken))} as the image/prompt/references arguments")
+            raise TypeError(f"pass {', '.join(sorted(taken))} as the image/prompt/references/mask arguments")
         if isinstance(references, str | bytes | os.PathLike | Image.Image) or hasattr(references, "read"):
             references = [references]  # one reference given bare: not a sequence of characters or lines
         refs = [self._image_ref(ref) for ref in references]

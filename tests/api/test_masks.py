@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from fluxedit.service.jobs import edit_job
+from fluxedit.service.pricing import settled_cost
 from fluxedit.store.database import open_database
 from fluxedit.store.models import Prediction, StoredFile
 from tests.helpers import encoded, pattern, png_bomb
@@ -253,3 +254,10 @@ def test_a_batch_template_takes_no_mask(client):
                                                 "images": [data_uri(PHOTO)]})  # fmt: skip
     assert response.status_code == 422, response.text
     assert response.json()["error"].startswith("input.mask_url: is not taken by a batch")
+
+
+def test_a_result_is_priced_by_the_size_the_model_generated():
+    """The crop path edits at the crop's own Kontext size: the price follows the megapixel units it made."""
+    assert settled_cost(0.025, (1184, 880), (0, 0)) == 0.025  # not reported: as priced
+    assert settled_cost(0.025, (1184, 880), (1024, 1024)) == 0.025  # one unit either way
+    assert settled_cost(0.05, (1184, 880), (672, 1568)) == 0.1  # 1,053,696 pixels: two units

@@ -34,6 +34,15 @@ def price_rule(price_per_image: float) -> dict:
     }
 
 
+def settled_cost(cost: float | None, priced: tuple[int | None, int | None], generated: tuple[int, int]) -> float | None:
+    """The cost once the model's generated size is known: as priced, unless the model made another number of
+    megapixel units (the crop path edits at the crop's own Kontext size), then scaled to those units."""
+    if cost is None or not all(priced) or not all(generated):
+        return cost
+    units, made = megapixel_units(*priced), megapixel_units(*generated)
+    return cost if units == made else round(cost / units * made, 6)
+
+
 def price_prediction(prediction, width: int, height: int, edit_input, price_per_image: float) -> None:
     """Set a prediction's output size and its cost, from its main input's size (known once it is stored): the
     size the model generates, whatever output_resolution (the result's own size is set when it is stored)."""

@@ -13,6 +13,7 @@ from ..schema import Status
 from ..store.files import CONTENT_TYPES, EXTENSIONS
 from ..store.models import utcnow
 from ..worker.messages import JobResult
+from .pricing import settled_cost
 from .quota import QuotaExceeded
 from .run_context import RunContext
 
@@ -46,6 +47,7 @@ class Results:
         predict_time = (completed - prediction.started_at).total_seconds()
         self.context.metrics.predict_time.observe(predict_time)
         timings = {f"{k}_time": round(v, 4) for k, v in result.timings.items()}
+        generated = (result.generated_width, result.generated_height)  # 0: as priced (the result's own size)
         self.context.lifecycle.change(
             prediction_id,
             Status.success,
@@ -53,6 +55,7 @@ class Results:
             seed=str(result.seed),
             width=result.width,
             height=result.height,
+            cost=settled_cost(prediction.cost, (prediction.width, prediction.height), generated),
             has_nsfw_concepts=flags,
             completed_at=completed,
             metrics_update={
