@@ -59,6 +59,12 @@ PENDING = "waiting for Ray to place it on a node with a free GPU"
 NAMESPACE = "fluxedit"
 
 
+async def _answer(ref):
+    """An ObjectRef's value, awaited on the loop: through its future, which plain Ray and Ray Client (ray://) both
+    give."""
+    return await asyncio.wrap_future(ref.future())
+
+
 @contextlib.contextmanager
 def _signal_handlers_kept():
     """ray.init replaces the SIGTERM handler with a plain exit: the server's own (uvicorn's graceful stop, which
@@ -166,12 +172,12 @@ class RayWorkerPool:
     async def _watch(self, handle: ActorHandle, actor) -> None:
         """Hand the actor's events to the subscriber, in order, until it stops; then report its death."""
         try:
-            placed = await actor.where.remote()  # answered once Ray has placed the actor (pending until then)
+            placed = await _answer(actor.where.remote())  # once Ray has placed the actor (pending until then)
             if handle.actor is not actor:
                 return
             handle.pid, handle.node_id, handle.reason = placed["pid"], placed["node_id"], None
             while True:
-                events = await actor.next_events.options(concurrency_group="events").remote(POLL_S)
+                events = await _answer(actor.next_events.options(concurrency_group="events").remote(POLL_S))
                 for event in events:
                     if handle.actor is not actor:
                         return
