@@ -5,8 +5,10 @@ import { ApiError, call, onUnauthorized } from "./api.js";
 import { BatchView, cancelBatch, createBatch, followBatch } from "./batch.js";
 import { EditChain } from "./chain.js";
 import { $, formatSeconds, formatUsd, toast } from "./dom.js";
+import { FullResolution } from "./full-size.js";
 import { History } from "./history.js";
 import { KeyField } from "./keys.js";
+import { MaskTool } from "./mask-tool.js";
 import { OutputView } from "./output.js";
 import { ImagePicker } from "./picker.js";
 import { wirePrompt } from "./prompt.js";
@@ -16,12 +18,13 @@ import { SettingsForm } from "./settings.js";
 import { megapixelUnits, outputSize, predictionCost } from "./sizes.js";
 import { curlSnippet, pythonSnippet, wireSnippetTabs } from "./snippets.js";
 import { sourceFromOutput } from "./sources.js";
+import { ActualSizeZoom } from "./zoom.js";
 
 const MODEL = "flux-kontext-dev";
 let card = null;
 let settings = null;
 let current = null; // the run in progress: {id, cancelled}, or {batch, cancelled} for a batch
-let keys, picker, prompt, output, chain, history, batchView;
+let keys, picker, prompt, output, chain, history, batchView, mask, fullResolution, zoom;
 
 async function start() {
   keys = new KeyField(() => {
@@ -31,6 +34,9 @@ async function start() {
     refresh();
   });
   picker = new ImagePicker(refresh);
+  mask = new MaskTool(refresh);
+  fullResolution = new FullResolution(refresh);
+  zoom = new ActualSizeZoom();
   prompt = wirePrompt(refresh, () => $("edit-form").requestSubmit());
   output = new OutputView({ onEdit: editResult, onReuseSeed: reuseSeed });
   batchView = new BatchView();
@@ -91,7 +97,7 @@ function refresh() {
   const main = picker.main;
   const format = main?.format ?? null;
   if (settings.inputFormat !== format) settings.setInputFormat(format); // calls refresh again, once
-  const { values } = settings.read();
+  const values = { ...settings.read().values, ...fullResolution.values() };
   const defaults = card.request_schema.properties;
   const mode = values.resolution_mode ?? defaults.resolution_mode.default;
   const count = values.num_images ?? defaults.num_images.default;
@@ -99,6 +105,8 @@ function refresh() {
   const price = card.cost.price_per_image;
   const imageWord = `${count} image${count > 1 ? "s" : ""}`;
   const batch = picker.batch;
+  mask.follow(main, batch.length);
+  fullResolution.show(batch.length > 1 ? batch : main ? [main] : [], size);
   if (batch.length > 1) {
     // Each image of the batch is priced as its own prediction: its own output size.
     const sizes = batch.map((source) => outputSize(mode, source.width, source.height));
@@ -110,7 +118,8 @@ function refresh() {
   } else if (size) {
     const [width, height] = size;
     $("run-price").textContent = formatUsd(predictionCost(width, height, count, price));
-    $("run-price-detail").textContent = `${width}×${height} · ${imageWord}`;
+    const full = fullResolution.on && main.width ? `${main.width}×${main.height} · priced as ` : "";
+    $("run-price-detail").textContent = `${full}${width}×${height} · ${imageWord}`;
     $("run-price").title = `${megapixelUnits(width, height)} started MP × ${imageWord} × ${formatUsd(price)}`;
   } else {
     $("run-price").textContent = `≈ ${formatUsd(predictionCost(1024, 1024, count, price))}`;
@@ -120,6 +129,7 @@ function refresh() {
   if (hint) hint.textContent = size ? `The output will be ${size[0]}×${size[1]} pixels.` : "Sized from the input image.";
   const form = {
     origin: location.origin, keyed: keys.keyed, main, refs: picker.refs, prompt: prompt.get(), values,
+    masked: mask.masked,
   };
   $("code-curl").textContent = curlSnippet(form);
   $("code-python").textContent = pythonSnippet(form);
@@ -133,6 +143,16 @@ function problemWithForm() {
   if (!prompt.get()) {
     $("run-error").textContent = "Write a prompt: what should change?";
     return $("prompt");
+  }
+  const maskProblem = mask.problem();
+  if (maskProblem) {
+    $("mask-error").textContent = maskProblem;
+    return $("mask-brush");
+  }
+  const sizeProblem = fullResolution.problem(picker.batch.length > 1 ? picker.batch : [picker.main]);
+  if (sizeProblem) {
+    $("run-error").textContent = sizeProblem;
+    return $("full-size");
   }
   const { error } = settings.read();
   if (error) {
@@ -158,11 +178,13 @@ async function run() {
   batchView.hide();
   const main = picker.main;
   const refs = [...picker.refs];
-  const { values } = settings.read();
+  const values = { ...settings.read().values, ...fullResolution.values() };
   const text = prompt.get();
+  const maskUsed = mask.snapshot();
   current = { id: null, cancelled: false };
   const run = current;
   setRunning(true);
+  zoom.reset();
   output.running();
   // On a narrow screen the output sits below the form: bring it into view.
   if (matchMedia("(max-width: 980px)").matches) $("output-title").scrollIntoView({ block: "start" });
@@ -172,6 +194,8 @@ async function run() {
   try {
     const input = { prompt: text, image_url: await reference(main) };
     if (refs.length) input.image_urls = await Promise.all(refs.map(reference));
+    const maskUrl = await mask.reference();
+    if (maskUrl) input.mask_url = maskUrl;
     Object.assign(input, values);
     if (run.cancelled) {
       output.finished({ status: "cancelled" }, null, elapsed());
@@ -187,7 +211,8 @@ async function run() {
     output.tick(elapsed());
     output.finished(prediction, main.displayUrl, elapsed());
     if (prediction.status === "success") {
-      chain.record(main, refs, input, prediction);
+      const step = chain.record(main, refs, input, prediction);
+      chain.steps[step].mask = maskUsed; // reopening the step brings its mask back
       settings.setLastSeed(prediction.seed);
     }
   } catch (error) {
@@ -204,7 +229,7 @@ async function run() {
 // Several images: one batch, with the form's settings (and references) as the template of every image.
 async function runBatch() {
   const sources = [...picker.batch];
-  const { values } = settings.read();
+  const values = { ...settings.read().values, ...fullResolution.values() };
   const template = { prompt: prompt.get(), ...values };
   current = { batch: null, cancelled: false };
   const run = current;
@@ -283,6 +308,7 @@ function editResult(prediction, selected) {
   const source = sourceFromOutput(prediction.output[selected], prediction.width, prediction.height, label);
   const step = chain.indexOf(prediction.id);
   if (step >= 0) chain.resultSource(source, step, selected);
+  mask.carryTo(source);
   picker.setMain(source);
   prompt.set("");
   $("prompt").focus();
@@ -291,6 +317,8 @@ function editResult(prediction, selected) {
 
 function openStep(step, index) {
   batchView.hide();
+  zoom.reset();
+  mask.restoreWith(step.source, step.mask ?? null);
   picker.setMain(step.source);
   if (index === 0) {
     output.clear();
@@ -298,7 +326,8 @@ function openStep(step, index) {
   }
   picker.setRefs(step.refs);
   prompt.set(step.input.prompt);
-  settings.load(step.input);
+  fullResolution.load(step.input);
+  settings.load(step.input); // refreshes the form, full resolution included
   output.show(step.prediction, step.source.displayUrl, step.selected);
 }
 
@@ -311,18 +340,23 @@ async function openPrediction(prediction) {
   const input = prediction.input || {};
   let main = null;
   let refs = [];
+  let maskPicture = null;
   try {
     main = input.image_url ? await sourceFromReference(input.image_url) : null;
     refs = await Promise.all((input.image_urls || []).map(sourceFromReference));
+    if (main && input.mask_url) maskPicture = await mask.pictureFrom(await sourceFromReference(input.mask_url));
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
     toast("Its input image is no longer on the server.");
   }
   batchView.hide();
+  zoom.reset();
+  if (main) mask.restoreWith(main, maskPicture);
   if (main) picker.setMain(main);
   picker.setRefs(refs);
   prompt.set(input.prompt ?? "");
-  settings.load(input);
+  fullResolution.load(input);
+  settings.load(input); // refreshes the form, full resolution included
   if (prediction.status === "success" || prediction.status === "error" || prediction.status === "cancelled") {
     output.show(prediction, main?.displayUrl ?? null);
   }

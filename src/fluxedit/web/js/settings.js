@@ -4,10 +4,10 @@
 import { $, h } from "./dom.js";
 
 const MAX_SEED = 2n ** 64n - 1n;
-// Fields the page asks for elsewhere (the images and the prompt).
-const ELSEWHERE = new Set(["prompt", "image_url", "image_urls"]);
+// Fields the page asks for elsewhere (the images, the prompt, the mask and full resolution).
+const ELSEWHERE = new Set(["prompt", "image_url", "image_urls", "mask_url", "output_resolution"]);
 const ORDER = [
-  "num_inference_steps", "guidance_scale", "seed", "num_images", "resolution_mode",
+  "num_inference_steps", "guidance_scale", "strength", "seed", "num_images", "resolution_mode",
   "output_format", "output_quality", "acceleration", "enable_safety_checker", "loras",
 ];
 const TEXT = {
@@ -21,6 +21,7 @@ const TEXT = {
   acceleration: ["Acceleration", "Step caching: faster runs, slightly different details."],
   enable_safety_checker: ["Safety checker", "Black out images the server's safety model flags."],
   loras: ["LoRAs", "Adapters by name, uploaded file, URL or owner/repo, each with a scale."],
+  strength: ["Mask strength", "With a mask: how far the painted region may move from the input (0 keeps it, 1 remakes it)."],
 };
 const CHOICE_LABELS = {
   match_input: "Match input",
@@ -32,7 +33,7 @@ const CHOICE_LABELS = {
   png: "PNG",
   webp: "WebP",
 };
-const SLIDER_STEP = { guidance_scale: 0.1 };
+const SLIDER_STEP = { guidance_scale: 0.1, strength: 0.05 };
 
 export class SettingsForm {
   constructor(container, schema, onChange) {

@@ -6,7 +6,7 @@ import { stringifyJson } from "./json.js";
 const MARK = "\uE000"; // brackets a shell variable inside the JSON until it is written out
 const KEY_HEADER = '-H "Authorization: Bearer $FLUXEDIT_API_KEY"';
 
-// form: {origin, keyed, main, refs, prompt, values}
+// form: {origin, keyed, main, refs, prompt, values, masked}; a painted mask is the file "Save mask.png" saves.
 export function curlSnippet(form) {
   const { origin, keyed } = form;
   const lines = [];
@@ -21,10 +21,11 @@ export function curlSnippet(form) {
     prompt: form.prompt || "<describe the edit>",
     image_url: refFor(form.main, "FILE"),
     ...(form.refs.length ? { image_urls: form.refs.map((ref, i) => refFor(ref, `REF${i + 1}`)) } : {}),
+    ...(form.masked ? { mask_url: refFor({ kind: "file", name: "mask.png" }, "MASK") } : {}),
     ...form.values,
   };
   if (uploads.length) {
-    lines.push("# Upload the local images (an image URL can be sent as it is).");
+    lines.push(`# Upload the local images${form.masked ? " and the mask" : ""} (an image URL can be sent as it is).`);
     for (const [variable, name] of uploads) {
       lines.push(`${variable}=$(curl -s ${origin}/v1/files${keyed ? ` ${KEY_HEADER}` : ""} -F ${shellQuote(`file=@${name}`)} | jq -r .id)`);
     }
@@ -48,6 +49,7 @@ export function curlSnippet(form) {
 export function pythonSnippet(form) {
   const args = [pyValue(sourceArg(form.main)), pyValue(form.prompt || "<describe the edit>")];
   if (form.refs.length) args.push(`references=${pyValue(form.refs.map(sourceArg))}`);
+  if (form.masked) args.push('mask="mask.png"'); // the painted mask, as "Save mask.png" saves it; the SDK uploads it
   for (const [name, value] of Object.entries(form.values)) args.push(`${name}=${name === "seed" ? value : pyValue(value)}`);
   const keyNote = form.keyed ? "# The key comes from $FLUXEDIT_API_KEY (or pass api_key=...)." : "# This server needs no key; with keys, set $FLUXEDIT_API_KEY.";
   return [
