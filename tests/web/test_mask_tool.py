@@ -6,15 +6,16 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image, ImageFilter
 
+from fluxedit.imaging.composite import feather_width
 from fluxedit.service.preparation import MAX_FULL_RESOLUTION_PIXELS
 from tests.web.conftest import open_playground
 from tests.web.pictures import encode, landscape
@@ -175,10 +176,10 @@ def test_a_masked_full_resolution_edit_keeps_every_pixel_outside_the_mask(page, 
     page.fill("#prompt", "Paint the sky in the corner deep purple")
     set_steps(page, 2)
     page.fill("#set-seed", "7")
-    take_docs_screenshot(page)
 
     sent = predictions_sent(page)
     run_and_wait(page)
+    take_docs_screenshot(page)
     assert len(sent) == 1
     body = sent[0]["input"]
     assert body["output_resolution"] == "input"
@@ -196,8 +197,7 @@ def test_a_masked_full_resolution_edit_keeps_every_pixel_outside_the_mask(page, 
         result = Image.open(io.BytesIO(http.get(url).content))
     assert result.size == (800, 600)  # the input's own size, as the hint said
     expect(page.locator("#result-meta")).to_contain_text("Size 800×600")
-    composite = pytest.importorskip("fluxedit.imaging.composite", reason="the engine's full-resolution composite")
-    margin = composite.feather_width(800, 600) + 1
+    margin = feather_width(800, 600) + 1
     near = np.asarray(Image.fromarray(mask).filter(ImageFilter.MaxFilter(2 * margin + 1))) > 0
     original = np.asarray(Image.open(photo).convert("RGB"))
     edited = np.asarray(result.convert("RGB"))
@@ -205,7 +205,7 @@ def test_a_masked_full_resolution_edit_keeps_every_pixel_outside_the_mask(page, 
     assert (edited[mask] != original[mask]).any()  # and the painted corner was edited
 
     # 100 %: one result pixel per screen pixel, in a panel that scrolls.
-    page.click("#view-compare")
+    expect(page.locator("#compare")).to_have_class(re.compile(r"\bcomparing\b"))
     page.click("#zoom-actual")
     expect(page.locator("#zoom-actual")).to_have_attribute("aria-pressed", "true")
     shown = page.locator("#result-image").bounding_box()
@@ -329,13 +329,16 @@ def test_a_batch_has_no_mask_tool(page, server, tmp_path):
 
 
 def take_docs_screenshot(page) -> None:
-    """The docs' picture of the mask tool: a corner painted over the input, full resolution on."""
+    """The docs' picture of the mask tool: a corner painted over the input, full resolution on, and its result
+    at the input's size, before and after side by side."""
     page.click("#settings summary")  # fold the settings away again
-    page.set_viewport_size({"width": 1280, "height": 1000})
-    page.locator("#input-title").scroll_into_view_if_needed()
+    page.set_viewport_size({"width": 1280, "height": 1240})
+    page.click("#view-compare")
+    page.locator("#compare-range").fill("12")  # most of the painted corner on the "after" side
+    page.evaluate("document.getElementById('input-title').scrollIntoView()")
     page.mouse.move(0, 0)
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.locator("#edit-form").screenshot(path=str(SCREENSHOT))
+    page.locator(".workbench").screenshot(path=str(SCREENSHOT))
     if os.environ.get(UPDATE_DOCS) == "1":
         DOCS_SCREENSHOT.write_bytes(SCREENSHOT.read_bytes())
     page.set_viewport_size({"width": 1360, "height": 1000})
