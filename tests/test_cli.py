@@ -109,6 +109,51 @@ def test_clear_errors_without_a_traceback(tmp_path, make_input, extra, message):
     assert "Traceback" not in result.stderr
 
 
+def _mask(path: Path, size=(640, 480), box=(0, 0, 320, 240), level=255) -> Path:
+    mask = Image.new("L", size, 0)
+    mask.paste(level, box)
+    mask.save(path)
+    return path
+
+
+def test_edit_with_a_mask_strength_and_output_resolution(photo, tmp_path):
+    mask = _mask(tmp_path / "mask.png")
+    result = fluxedit("edit", str(photo), "-p", "a red hat", "--model", "tiny", "--steps", "1", "-o", "out.png",
+                      "--mask", str(mask), "--strength", "0.8", "--output-resolution", "input",
+                      cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "out.png").format == "PNG" and "wrote out.png" in result.stderr
+
+
+def test_a_full_mask_is_the_plain_edit(photo, tmp_path):
+    full = _mask(tmp_path / "full.png", box=(0, 0, 640, 480))
+    for name, extra in (("plain.png", []), ("full.png", ["--mask", str(full)])):
+        result = fluxedit("edit", str(photo), "-p", "x", "--model", "tiny", "--steps", "1", "--seed", "3",
+                          "-o", name, *extra, cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "plain.png").read_bytes() == (tmp_path / "full.png").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--mask", "{small}"], "--mask {small}: is 64x48 but the image to edit ({photo}) is 640x480"),
+        (["--mask", "{empty}"], "--mask {empty}: marks nothing to edit"),
+        (["--mask", "{missing}"], "--mask {missing}: no such file"),
+        (["--strength", "2"], "--strength (strength): must be at most 1"),
+        (["--output-resolution", "8k"], "--output-resolution (output_resolution): must be one of model, input"),
+    ],
+)
+def test_bad_masks_and_settings_are_refused_clearly(photo, tmp_path, extra, message):
+    paths = {"small": _mask(tmp_path / "small.png", (64, 48), (0, 0, 8, 8)), "photo": photo,
+             "empty": _mask(tmp_path / "empty.png", level=0), "missing": tmp_path / "missing.png"}  # fmt: skip
+    args = [part.format(**paths) for part in extra]
+    result = fluxedit("edit", str(photo), "-p", "x", "--model", "tiny", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message.format(**paths) in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+
+
 def test_unknown_model_path_exits_with_a_reason(photo, tmp_path):
     result = fluxedit("edit", str(photo), "-p", "x", "--model", "./no/such/folder", cwd=tmp_path)
     assert result.returncode == 1

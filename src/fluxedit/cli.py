@@ -41,6 +41,8 @@ FLAG_FOR_FIELD = {
     "output_quality": "--quality",
     "resolution_mode": "--resolution-mode",
     "acceleration": "--acceleration",
+    "strength": "--strength",
+    "output_resolution": "--output-resolution",
 }
 
 ModelOption = Annotated[
@@ -174,6 +176,21 @@ def _read_inputs(paths: list[Path]) -> list[DecodedImage]:
     return decoded
 
 
+def _read_mask(path: Path, image_size: tuple[int, int], image_path: Path) -> DecodedImage | None:
+    """--mask as the engine takes it: the API's greyscale form (masks.py), the image's size; None when it covers
+    everything (the plain edit). An empty mask or one of another size is refused."""
+    from .imaging.decode import decode_image
+    from .masks import Coverage, check_mask_size, read_mask, refuse_empty
+    from .schema import InputError
+
+    field = f"--mask {path}"
+    if not path.is_file():
+        raise InputError(field, "no such file")
+    mask = refuse_empty(read_mask(path.read_bytes(), field), field)
+    check_mask_size(mask.size, image_size, field, str(image_path))
+    return None if mask.coverage is Coverage.full else decode_image(mask.png, field)
+
+
 def _output_paths(output: Path | None, first_input: Path, fmt: OutputFormat, count: int) -> list[Path]:
     from .schema import OutputFormat
 
@@ -237,6 +254,17 @@ def edit(
     acceleration: Annotated[
         str, typer.Option(help="none (every step in full), regular (step caching) or high (+ fp8, compile on GPU).")
     ] = "none",
+    mask: Annotated[
+        Path | None,
+        typer.Option(
+            help="Edit only where this image (the input's size) is white, or opaque where it has transparency.",
+            show_default=False,
+        ),
+    ] = None,
+    strength: Annotated[float, typer.Option(help="With --mask: how far the masked part may move, 0-1.")] = 1.0,
+    output_resolution: Annotated[
+        str, typer.Option(help="model (~1 MP) or input (the input's own size, up to 40 MP; untouched pixels kept).")
+    ] = "model",
     lora: Annotated[
         list[str] | None,
         typer.Option(
@@ -277,10 +305,12 @@ def edit(
     if inputs[0].is_dir():
         if len(inputs) > 1:
             raise fail("a folder is edited without reference images: give the folder alone")
+        if mask is not None:
+            raise fail("--mask fits one image: a folder's images differ, so edit them one by one with a mask each")
         folder_settings = dict(
             prompt=prompt, num_inference_steps=steps, guidance_scale=guidance, seed=seed, num_images=num_images,
             output_format=fmt, output_quality=quality, resolution_mode=resolution_mode, write_metadata=metadata,
-            acceleration=acceleration,
+            acceleration=acceleration, strength=strength, output_resolution=output_resolution,
         )  # fmt: skip
         engine_flags = dict(
             model=model, components=components, device=device, dtype=dtype, memory=memory,
@@ -311,8 +341,11 @@ def edit(
             resolution_mode=resolution_mode,
             write_metadata=metadata,
             acceleration=acceleration,
+            strength=strength,
+            output_resolution=output_resolution,
         )
         images = _read_inputs(inputs)
+        edit_mask = _read_mask(mask, images[0].original_size, inputs[0]) if mask is not None else None
         loras = _lora_specs(lora or [])
     except InputError as error:
         raise fail(_flag_message(error)) from None
@@ -320,7 +353,7 @@ def edit(
         raise fail(f"at most 3 reference images besides the main one (got {len(images) - 1})")
 
     _check_model_source(config)
-    result = _run_edit(config, settings, images, loras, safety_checker)
+    result = _run_edit(config, settings, images, loras, safety_checker, edit_mask)
     paths = _output_paths(output, inputs[0], result.format, len(result.images))
     for path, data in zip(paths, result.images, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -454,7 +487,7 @@ def _resolve_lora(where: str, field: str, token: str | None) -> str:
     return str(download_hub_lora(match.group("repo"), match.group("file"), token, field))
 
 
-def _run_edit(config: Settings, settings, images, loras=(), safety_check: bool = True):
+def _run_edit(config: Settings, settings, images, loras=(), safety_check: bool = True, mask=None):
     from .engine import EditRequest
     from .schema import FluxeditError, InputError
 
@@ -462,7 +495,7 @@ def _run_edit(config: Settings, settings, images, loras=(), safety_check: bool =
     try:
         with _progress_bar() as bar:
             task = bar.add_task("editing", total=settings.num_inference_steps)
-            request = EditRequest(settings, images, safety_check=safety_check, loras=lora_specs)
+            request = EditRequest(settings, images, safety_check=safety_check, loras=lora_specs, mask=mask)
             return engine.edit(request, progress=lambda p: bar.update(task, completed=p.step))
     except InputError as error:
         raise fail(_flag_message(error)) from None
