@@ -35,6 +35,11 @@ class Health(BaseModel):
     reason: str | None = Field(None, description="Why it failed, when it did.")
     workers: list[WorkerHealth]
     queue_depth: int = Field(description="Predictions waiting for a worker.")
+    role: Literal["single", "leader", "follower"] = Field(
+        "single",
+        description="single: the only replica (SQLite); with several on PostgreSQL, the leader runs the workers, "
+        "a follower takes requests (ready, with no workers of its own).",
+    )
 
 
 def health_state(workers: Sequence[WorkerView]) -> tuple[HealthStatus, str | None]:
@@ -61,13 +66,15 @@ def worker_health(worker: WorkerView) -> WorkerHealth:
     responses={503: {"model": Health, "description": "No worker can take work (yet): starting, or failed."}},
 )
 async def health(found: ServicesDep) -> JSONResponse:
-    workers = found.pool.workers()
-    status, reason = health_state(workers)
+    role = found.replica.role
+    workers = found.pool.workers() if role != "follower" else ()
+    status, reason = health_state(workers) if role != "follower" else ("ready", None)
     body = Health(
         status=status,
         reason=reason,
         workers=[worker_health(w) for w in workers],
         queue_depth=int(found.metrics.queue_depth._value.get()),
+        role=role,
     )
     # Fields a worker has not reported yet stay out, as before: a load balancer reads status alone.
     shown = body.model_dump(mode="json", exclude_none=False)

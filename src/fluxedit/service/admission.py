@@ -2,6 +2,8 @@
 
 The limits are checked inside the transaction that inserts the prediction, after the insert (which takes
 the database's write lock) and with no await in between, so concurrent creates cannot all pass one check.
+On PostgreSQL, where an insert locks no other, the check first takes an advisory lock held to the commit, so
+creates on every replica take turns at it; the rate limit's buckets are rows there, locked per key.
 A key's spending counts the price of its queued and running predictions as well as its finished ones;
 a prediction whose input image is fetched later reserves the most it can cost until its size is known.
 
@@ -19,11 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import case, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, sessionmaker
 
 from ..resolution import ASPECT_RATIOS, output_size
 from ..schema import ACTIVE_STATUSES, EditInput, FluxeditError, Status
-from ..store.models import Prediction
+from ..store.database import ADMISSION_LOCK, advisory_xact_lock, is_postgresql_session
+from ..store.models import Prediction, RateBucket
 from .keys import Caller
 from .pricing import prediction_cost
 
@@ -83,20 +87,48 @@ class RateLimiter:
     def take(self, key: str | None) -> float:
         """0 when a token was taken; otherwise the seconds until one is there (nothing is taken)."""
         now = self.clock()
-        tokens, then = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - then) * self.per_minute / 60)
+        tokens, wait = self.refill(*self._buckets.get(key, (self.burst, now)), now)
+        self._buckets[key] = (tokens, now)
+        return wait
+
+    def refill(self, tokens: float, then: float, now: float) -> tuple[float, float]:
+        """The bucket's tokens after this take, and 0 (a token taken) or the seconds until one is there."""
+        tokens = min(self.burst, tokens + max(0.0, now - then) * self.per_minute / 60)
         if tokens < 1:
-            self._buckets[key] = (tokens, now)
-            return (1 - tokens) * 60 / self.per_minute
-        self._buckets[key] = (tokens - 1, now)
-        return 0.0
+            return tokens, (1 - tokens) * 60 / self.per_minute
+        return tokens - 1, 0.0
+
+
+class SharedRateLimiter(RateLimiter):
+    """The same buckets as rows (PostgreSQL, several replicas): a take locks its key's row, so the replicas
+    together allow a key what one replica would. The clock is the wall clock, which the replicas share."""
+
+    def __init__(self, sessions: sessionmaker[Session], per_minute: int, burst: int = 0, clock=time.time):
+        super().__init__(per_minute, burst, clock)
+        self.sessions = sessions
+
+    def take(self, key: str | None) -> float:
+        owner, now = key or "open", self.clock()
+        with self.sessions.begin() as session:
+            fresh = {"owner": owner, "tokens": self.burst, "counted_at": now}
+            session.execute(insert(RateBucket).values(**fresh).on_conflict_do_nothing(index_elements=["owner"]))
+            bucket = session.get(RateBucket, owner, with_for_update=True, populate_existing=True)
+            bucket.tokens, wait = self.refill(bucket.tokens, bucket.counted_at, now)
+            bucket.counted_at = now
+        return wait
 
 
 class Admission:
-    def __init__(self, *, max_queue: int, max_queue_per_key: int = 0, rate_limit: int = 0, burst: int = 0):
+    def __init__(
+        self, *, max_queue: int, max_queue_per_key: int = 0, rate_limit: int = 0, burst: int = 0, sessions=None
+    ):
+        """`sessions`: the database, when its rate-limit buckets are to be shared by replicas (PostgreSQL)."""
         self.max_queue = max_queue
         self.max_queue_per_key = max_queue_per_key
-        self.rate = RateLimiter(rate_limit, burst) if rate_limit > 0 else None
+        self.rate: RateLimiter | None = None
+        if rate_limit > 0:
+            shared = sessions is not None and is_postgresql_session(sessions)
+            self.rate = SharedRateLimiter(sessions, rate_limit, burst) if shared else RateLimiter(rate_limit, burst)
 
     def take_rate_token(self, caller: Caller) -> None:
         """Every create attempt takes a token, admitted or not, so a flood of bad requests is limited too."""
@@ -113,6 +145,8 @@ class Admission:
     def check(self, session: Session, caller: Caller, cost: float, new_id: str | None = None) -> None:
         """Refuse a prediction costing `cost` that would pass a limit. `new_id`: the prediction, already
         inserted in this transaction, left out of the counts."""
+        if new_id:
+            advisory_xact_lock(session, ADMISSION_LOCK)  # PostgreSQL: other replicas' creates wait for this commit
         others = [Prediction.id != new_id] if new_id else []
         single = Prediction.batch_id.is_(None)  # a batch's images have limits of their own (check_batch)
         waiting = session.scalar(select(func.count()).where(Prediction.status == WAITING, single, *others))
@@ -134,6 +168,7 @@ class Admission:
     ) -> None:
         """Refuse a batch of `size` images costing `cost` in all, its rows already inserted in this transaction:
         past the batch queues (every key's, this key's) or the key's spending limit. The whole batch or nothing."""
+        advisory_xact_lock(session, ADMISSION_LOCK)
         other_batches = [
             Prediction.status == WAITING,
             Prediction.batch_id.is_not(None),

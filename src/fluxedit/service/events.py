@@ -2,12 +2,17 @@
 
 Waiting costs one asyncio.Event or Queue per waiter, no thread and no polling
 of the database, so thousands of concurrent long-polls are cheap.
+
+With several API replicas (PostgreSQL), what one replica publishes is also handed to `relay` (service/pg_events.py
+sends it to the others), and what another replica published arrives through `received`, which wakes the waiters
+here as a local event would, without relaying it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 
 SUBSCRIBER_BUFFER = 256
 
@@ -17,6 +22,7 @@ class EventHub:
         self._finished: dict[str, asyncio.Event] = {}
         self._subscribers: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self.latest_progress: dict[str, dict] = {}  # the last progress event, for streams that join late
+        self.relay: Callable[[str, dict], None] | None = None  # other replicas' share of each event
 
     def finished_event(self, prediction_id: str) -> asyncio.Event:
         return self._finished.setdefault(prediction_id, asyncio.Event())
@@ -49,6 +55,17 @@ class EventHub:
                 del self._subscribers[prediction_id]
 
     def publish(self, prediction_id: str, event: dict) -> None:
+        self._fan_out(prediction_id, event)
+        if self.relay is not None:
+            self.relay(prediction_id, event)
+
+    def received(self, prediction_id: str, event: dict) -> None:
+        """An event another replica published: streams get it, and its end wakes the long-polls here."""
+        self._fan_out(prediction_id, event)
+        if event["type"] == "done":
+            self.finish(prediction_id)
+
+    def _fan_out(self, prediction_id: str, event: dict) -> None:
         if event["type"] == "progress":
             self.latest_progress[prediction_id] = event
         for queue in list(self._subscribers.get(prediction_id, ())):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..store.database import FIRST_KEY_LOCK, advisory_xact_lock
 from ..store.models import ApiKey, Batch, LoraName, Prediction, StoredFile, Training, utcnow
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class KeyRing:
             spending_limit=spending_limit,
         )
         with self.sessions.begin() as session:
+            advisory_xact_lock(session, FIRST_KEY_LOCK)  # PostgreSQL: two creates at once agree on which is first
             first = session.scalar(select(ApiKey.id).limit(1)) is None
             session.add(record)
             session.flush()

@@ -5,9 +5,11 @@ lines) in one transaction. What follows a change subscribes to it instead of bei
 - within the transaction (`within_transaction`): a subscriber gets the session, so what it writes
   commits with the change or not at all (the webhook outbox row: a change never loses its webhook);
 - after the commit (`after_commit`): waking waiters and streams, metrics, the queue gauge.
-An ended status is final: a late change of an ended row is ignored. Predictions and trainings each have
-one Lifecycle (their row type), with the same rules. A batch's predictions are created (and cancelled) in
-bulk, many rows in one transaction (`create_many`, `change_many`): each row still sends its own change.
+An ended status is final: a late change of an ended row is ignored. A change locks its row (FOR UPDATE on
+PostgreSQL; SQLite's writes are one at a time anyway), so two replicas changing one row take turns, and the second
+sees the first's status: a cancel and a dispatch of one queued prediction cannot both win. Predictions and
+trainings each have one Lifecycle (their row type), with the same rules. A batch's predictions are created (and
+cancelled) in bulk, many rows in one transaction (`create_many`, `change_many`): each row still sends its own change.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ class Lifecycle:
     ) -> bool:
         """Move a row to `status`, setting `fields`; False when there is no such row or it has ended."""
         with self.sessions.begin() as session:
-            row = session.get(self.row_type, row_id)
+            row = session.get(self.row_type, row_id, with_for_update=True)
             if row is None or row.status.ended:
                 return False  # an end is final: a late worker message cannot change it
             change = self._apply(session, row, status, log_line, metrics_update, fields)
@@ -103,7 +105,8 @@ class Lifecycle:
         with self.sessions.begin() as session:
             for start in range(0, len(row_ids), BULK_CHUNK):
                 chunk = row_ids[start : start + BULK_CHUNK]
-                for row in session.scalars(select(self.row_type).where(self.row_type.id.in_(chunk))):
+                chosen = select(self.row_type).where(self.row_type.id.in_(chunk)).order_by(self.row_type.id)
+                for row in session.scalars(chosen.with_for_update()):  # locked in one order: no deadlock
                     if row.status.ended or (only_from is not None and row.status != only_from):
                         continue
                     changes.append(self._apply(session, row, status, log_line, None, fields))

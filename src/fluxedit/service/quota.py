@@ -3,7 +3,8 @@
 Usage is derived, never counted separately (so it cannot drift): the sizes of the file records (images),
 of the LoRA files (once per content hash in all, once per registered name for a key), and of the training
 folders on disk. A check and the record it admits are one step under a lock, so two stores in this process
-cannot both take the last free bytes; other processes (a second API replica) make it approximate.
+cannot both take the last free bytes; on PostgreSQL the lock is also an advisory lock of the database, so the API
+replicas sharing it take turns as well. (Training folders are measured on each replica's own disk.)
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..schema import FluxeditError
+from ..store.database import QUOTA_LOCK, is_postgresql_session
 from ..store.models import LoraBlob, LoraName, StoredFile, Training
 
 TRAINING_SIZES_TTL_S = 10.0  # training folders are walked at most this often (they change a slice at a time)
@@ -84,9 +86,25 @@ class StorageQuota:
         if not self.enabled:
             yield
             return
-        with self._lock:
+        with self._lock, self._across_replicas():
             self.check(owner, size, new_on_disk)
             yield
+
+    @contextmanager
+    def _across_replicas(self) -> Iterator[None]:
+        """PostgreSQL: a session advisory lock on a connection of its own, held while the caller stores and
+        records (in transactions of its own, committed before this ends)."""
+        if not is_postgresql_session(self.sessions):
+            yield
+            return
+        with self.sessions.kw["bind"].connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": QUOTA_LOCK})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": QUOTA_LOCK})
+                connection.commit()
 
     def check(self, owner, size: int, new_on_disk: int | None = None) -> None:
         """Raise StorageFull or KeyStorageFull when `size` more bytes do not fit; 0 asks whether any room is left."""

@@ -11,12 +11,17 @@ It builds and holds the parts, each in a module named for its job:
 - status_effects.py  what follows a change: the webhook, waking waiters, the metrics
 The database is the queue, so a restart loses nothing: `start` recovers what a previous run left.
 The runner talks to workers only through the WorkerPool protocol (worker/pool_protocol.py).
+
+With several API replicas (service/leader.py) only the leader's runner is started: it dispatches and owns the
+pool. A follower's runner takes in predictions and cancels queued ones; the cancel of a running one goes to the
+leader (`forward_cancel`), and its wake-ups wake the leader's dispatcher (service/leader.py's SharedWake).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -67,6 +72,7 @@ class Runner:
         lora_resolver=None,
         trainings=None,
         cancel_grace: float = CANCEL_GRACE_S,
+        wake: asyncio.Event | None = None,
     ):
         self.keys = keys
         self.webhooks = webhooks  # PredictionWebhooks: the API registers its dialects' formats here
@@ -74,9 +80,10 @@ class Runner:
         lifecycle = Lifecycle(sessions, Prediction, cleared_on_requeue=("started_at",))
         self.queue_gauge = QueueGauge(sessions, metrics)
         subscribe_prediction_effects(lifecycle, hub, metrics, webhooks, self.queue_gauge)
-        self.context = RunContext(sessions, files, hub, metrics, lifecycle)
+        self.context = RunContext(sessions, files, hub, metrics, lifecycle, wake=wake or asyncio.Event())
         admission = Admission(
-            max_queue=max_queue, max_queue_per_key=max_queue_per_key, rate_limit=rate_limit, burst=rate_limit_burst
+            max_queue=max_queue, max_queue_per_key=max_queue_per_key, rate_limit=rate_limit, burst=rate_limit_burst,
+            sessions=sessions,
         )
         self.intake = Intake(self.context, admission, resolver, lora_resolver, price_per_image)
         self.preparation = Preparation(self.context, resolver, lora_resolver, price_per_image)
@@ -87,6 +94,8 @@ class Runner:
         )  # fmt: skip
         self.events = WorkerEvents(self.context, Results(self.context), self.deadlines, trainings)
         self._dispatching: asyncio.Task | None = None
+        self.leading = False  # started: this replica dispatches (always, on SQLite)
+        self.forward_cancel: Callable[[str], None] | None = None  # a follower's way to the leader's workers
 
     @property
     def pool(self) -> WorkerPool | None:
@@ -99,11 +108,14 @@ class Runner:
     def attach_pool(self, pool: WorkerPool) -> None:
         self.context.pool = pool
         pool.subscribe(self.on_worker_event)
+        if self.trainings is not None:  # a follower takes trainings in too: they wake the leader
+            self.trainings.attach(pool, self.context.wake)
 
     # ---- start and stop -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recover what a previous run left, then start dispatching."""
+        """Recover what a previous run (or a replica that led before this one) left, then start dispatching."""
+        self.leading = True
         with self.context.sessions() as session:
             interrupted = list(session.scalars(select(Prediction).where(Prediction.status.in_(RUNNING))))
             unprepared = list(
@@ -185,9 +197,15 @@ class Runner:
         if prediction is None or prediction.status.ended:
             return
         if prediction.status == Status.created:
-            self.context.lifecycle.change(prediction_id, Status.cancelled, log_line="cancelled before it ran")
-            return
-        self.deadlines.cancel_running(prediction_id)
+            lifecycle = self.context.lifecycle
+            if lifecycle.change_many([prediction_id], Status.cancelled, only_from=Status.created,
+                                     log_line="cancelled before it ran"):  # fmt: skip
+                return
+            # it has just started (another replica may have dispatched it): cancelled as a running one
+        if self.leading:
+            self.deadlines.cancel_running(prediction_id)
+        elif self.forward_cancel is not None:
+            self.forward_cancel(prediction_id)
 
     async def wait(self, prediction_id: str, timeout: float) -> Prediction | None:
         prediction = self.get(prediction_id)

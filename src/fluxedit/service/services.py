@@ -1,10 +1,15 @@
-"""Everything one running service holds, built from Settings, started and stopped together."""
+"""Everything one running service holds, built from Settings, started and stopped together.
+
+On PostgreSQL several replicas may run on one database: each takes requests, but only the leader starts the
+worker pool, the runner's dispatching and recovery, the batches' recovery and the retention sweeper, when it takes
+the lead (service/leader.py). On SQLite the one replica leads at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import Settings
 from ..store.database import open_database
@@ -19,6 +24,7 @@ from .events import EventHub
 from .fetch import UrlPolicy
 from .inputs import InputResolver
 from .keys import KeyRing
+from .leader import PgReplica, SharedWake, SingleReplica, replica_for
 from .lora_resolver import LoraResolver
 from .loras import LoraStore
 from .metrics import ServiceMetrics
@@ -49,6 +55,7 @@ class Services:
     quota: StorageQuota | None = None
     retention: Retention | None = None
     batches: Batches | None = None
+    replica: SingleReplica | PgReplica = field(default_factory=SingleReplica)  # PgReplica: leads or follows
     _sweeper: asyncio.Task | None = None
 
     @classmethod
@@ -101,6 +108,7 @@ class Services:
             lora_resolver=LoraResolver(loras, policy, settings.lora_dirs, settings.token),
             trainings=trainings,
             cancel_grace=settings.cancel_grace,
+            wake=SharedWake(),
         )
         reader = storage.reader()  # the workers read inputs and LoRAs by id from the store, wherever it is
         pool = make_pool(settings, settings.engine_config(), reader)  # local processes, or Ray actors
@@ -110,13 +118,19 @@ class Services:
         )
         subscribe_batch_effects(runner.context.lifecycle, BatchEnds(sender))  # a batch ends with its last prediction
         retention = Retention.from_settings(settings, sessions, files, quota)
+        replica = replica_for(settings.resolved_database_url)
+        replica.wire(hub, runner)
         return cls(
             settings, sessions, files, keys, hub, metrics, runner, pool, sender, policy, loras, trainings,
-            quota=quota, retention=retention, batches=batches,
+            quota=quota, retention=retention, batches=batches, replica=replica,
         )  # fmt: skip
 
     async def start(self) -> None:
         await self.sender.start()
+        await self.replica.start(self._lead)
+
+    async def _lead(self) -> None:
+        """This replica dispatches from now on: the workers, recovery, batches' fetches, the sweeper."""
         await self.pool.start()
         await self.runner.start()
         if self.batches is not None:
@@ -129,6 +143,8 @@ class Services:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        await self.runner.stop(self.settings.drain_timeout)
-        await self.pool.close()
+        if self.replica.leading:
+            await self.runner.stop(self.settings.drain_timeout)
+            await self.pool.close()
+        await self.replica.stop()  # the leader lock goes last: what it drained is queued again by then
         await self.sender.stop()

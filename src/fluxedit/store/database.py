@@ -16,11 +16,16 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-MIGRATE_LOCK = 0x666C7865_0001  # a PostgreSQL advisory lock: two `fluxedit migrate` at once run one after the other
+# PostgreSQL advisory locks ("flxe" and a number): two `fluxedit migrate` at once run one after the other; the
+# leader lock is service/leader.py's; creates take turns at the queue and spending checks, stores at the quota.
+MIGRATE_LOCK = 0x666C7865_0001
+ADMISSION_LOCK = 0x666C7865_0003
+QUOTA_LOCK = 0x666C7865_0004
+FIRST_KEY_LOCK = 0x666C7865_0005
 
 
 class DatabaseBehind(RuntimeError):
@@ -141,6 +146,14 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.close()
 
 
-def dialect_of(connection: Connection | Session) -> str:
-    """'postgresql' or 'sqlite': for the few places that lock differently on each."""
-    return connection.get_bind().dialect.name if isinstance(connection, Session) else connection.dialect.name
+def is_postgresql_session(session: Session | sessionmaker) -> bool:
+    """Whether a session (or a session factory) is on PostgreSQL: for the few places that lock differently there."""
+    bind = session.kw["bind"] if isinstance(session, sessionmaker) else session.get_bind()
+    return bind.dialect.name == "postgresql"
+
+
+def advisory_xact_lock(session: Session, key: int) -> None:
+    """On PostgreSQL, hold the advisory lock `key` until this transaction ends: replicas take turns at what it
+    guards. SQLite needs none: its writes are one at a time, and a check there follows the write that locks."""
+    if is_postgresql_session(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})

@@ -238,3 +238,14 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     given_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class RateBucket(Base):
+    """A key's token bucket of the rate limit, kept here when several replicas share the database (PostgreSQL):
+    each create locks its key's row, so the replicas together allow what one would."""
+
+    __tablename__ = "rate_buckets"
+
+    owner: Mapped[str] = mapped_column(String(40), primary_key=True)  # an API key id, or "open"
+    tokens: Mapped[float] = mapped_column(Float)
+    counted_at: Mapped[float] = mapped_column(Float)  # seconds since the epoch: the replicas share the clock
