@@ -20,6 +20,7 @@ from fluxedit.service.preparation import MAX_FULL_RESOLUTION_PIXELS
 from tests.web.conftest import open_playground
 from tests.web.pictures import encode, landscape
 from tests.web.steps import choose_file, expect, result_url, run_and_wait, set_steps
+from tests.web.test_layout import UNLABELLED_CONTROLS
 
 ROOT = Path(__file__).resolve().parents[2]
 # As the other page pictures: every run writes the git-ignored build copy; the docs picture only on purpose.
@@ -130,6 +131,7 @@ def test_brush_eraser_invert_and_clear_change_the_mask_the_page_sends(page, serv
 
 def test_the_size_slider_and_the_tools_work_from_the_keyboard(page, server, photo):
     start_masking(page, server, photo)
+    assert page.evaluate(UNLABELLED_CONTROLS) == []  # the mask tool's controls too, now it is open
     page.focus("#mask-size")
     before = int(page.input_value("#mask-size"))
     page.keyboard.press("ArrowRight")
@@ -215,6 +217,11 @@ def test_a_masked_full_resolution_edit_keeps_every_pixel_outside_the_mask(page, 
     page.keyboard.press("Escape")
     expect(page.locator("#zoom-actual")).to_have_attribute("aria-pressed", "false")
     assert round(page.locator("#result-image").bounding_box()["width"]) < 800  # fitted to the panel again
+    fitted = page.locator("#compare").bounding_box()
+    page.dblclick("#compare", position={"x": fitted["width"] * 0.9, "y": fitted["height"] * 0.9})
+    expect(page.locator("#zoom-actual")).to_have_attribute("aria-pressed", "true")  # zoomed on that corner
+    assert page.evaluate("document.getElementById('stage').scrollLeft") > 0  # (600 px tall: no need to scroll down)
+    page.click("#zoom-actual")
 
     # "Edit this result", keeping the mask: the same region is painted on the result.
     page.click("#edit-result")
