@@ -9,6 +9,10 @@ import os
 import signal
 import time
 
+from sqlalchemy import select
+
+from fluxedit.store.database import open_database
+from fluxedit.store.models import StoredFile
 from tests.service.server import Server
 from tests.service.test_trainings_api import FIELDS, pairs_zip, wait_training
 
@@ -28,8 +32,15 @@ def progress_past(client, training_id: str, step: int, timeout: float = 300) -> 
 
 
 def checkpoint_times(data_dir) -> dict[int, float]:
-    """The complete checkpoints of every training under `data_dir`, step -> when its folder was written."""
-    return {int(path.name.removeprefix("step-")): path.stat().st_mtime for path in data_dir.rglob("step-*")}
+    """The checkpoints in the server's file store (service/training_files.py: one record per step, a step written
+    again replaces its record), step -> when it was stored."""
+    sessions = open_database(f"sqlite:///{data_dir / 'fluxedit.db'}")
+    try:
+        with sessions() as session:
+            records = session.scalars(select(StoredFile).where(StoredFile.purpose == "checkpoint")).all()
+    finally:
+        sessions.kw["bind"].dispose()
+    return {int(r.filename.rsplit("step-", 1)[1].removesuffix(".zip")): r.created_at.timestamp() for r in records}
 
 
 def test_a_training_survives_a_worker_crash_and_a_server_restart_losing_at_most_a_slice(tmp_path):

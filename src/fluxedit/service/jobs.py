@@ -43,16 +43,17 @@ def lora_file(resolved: dict) -> LoraFile:
     return LoraFile(resolved["digest"], resolved["scale"], resolved["field"], server_path)
 
 
-def training_job(training: Training, slice_steps: int, keep_checkpoints: int) -> TrainingJob:
-    """The next slice of a training: from its last checkpoint, `slice_steps` further (or to its end)."""
+def training_job(training: Training, slice_steps: int, keep_checkpoints: int, files: FileStore) -> TrainingJob:
+    """The next slice of a training: from its last checkpoint, `slice_steps` further (or to its end). Its pairs
+    and that checkpoint are files of the store (service/training_files.py), named by id like an edit's images."""
     settings = dict(training.input)
     settings.pop("name", None)
     caption, trigger = settings.pop("default_caption"), settings.pop("trigger_word")
     return TrainingJob(
         id=training.id,
         step=training.step,
-        data_dir=training.data_dir,
-        work_dir=training.work_dir,
+        data=input_file(training.data_dir, "data", files),
+        checkpoint=input_file(training.work_dir, "checkpoint", files) if training.work_dir else None,
         default_caption=caption,
         trigger_word=trigger,
         config={**settings, "checkpoint_every": slice_steps, "keep_checkpoints": keep_checkpoints},

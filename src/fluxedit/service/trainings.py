@@ -3,9 +3,12 @@
 A training runs on the same workers as predictions, in slices of a few steps:
 the dispatcher hands out a slice only when no prediction is waiting, so a
 prediction waits at most one slice (`training_slice_steps`). Each slice ends
-with a checkpoint, so a worker crash or a restart loses at most one slice. The
-finished LoRA is registered under the training's name for its key. Its status
-changes only through its Lifecycle (service/lifecycle.py), as a prediction's do.
+with a checkpoint, so a worker crash or a restart loses at most one slice. Its
+pairs and checkpoints are files of the file store (service/training_files.py):
+the worker that ran a slice hands its checkpoint back, the next slice's worker,
+on any machine, reads it through its store reader. The finished LoRA is stored
+and registered under the training's name for its key. Its status changes only
+through its Lifecycle (service/lifecycle.py), as a prediction's do.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..schema import ACTIVE_STATUSES, InputError, Status
+from ..store.files import FileStore
 from ..store.models import Training, utcnow
 from ..training_options import TrainingInput
 from ..worker.messages import (
@@ -38,8 +42,10 @@ from .jobs import training_job
 from .keys import Caller
 from .lifecycle import Lifecycle, stamped
 from .loras import NAME, LoraStore
+from .quota import QuotaExceeded
 from .status_effects import subscribe_training_effects
 from .training_data import unpack
+from .training_files import TrainingFiles, files_beside_loras, in_store
 
 log = logging.getLogger(__name__)
 MAX_CRASHES = 3  # a training that kills its worker this often is failed, not retried for ever
@@ -55,9 +61,13 @@ class TrainingRunner:
         slice_steps: int,
         keep_checkpoints: int = 2,
         quota=None,
+        files: FileStore | None = None,
     ):
+        """`folder`: where uploads are checked (then removed); `files`: the file store that keeps the training's
+        data, checkpoints and LoRA (default: the one beside the LoRA store, in its folder or bucket)."""
         self.sessions = sessions
         self.folder = folder
+        self.store = TrainingFiles(files or files_beside_loras(loras, quota))
         self.loras = loras
         self.hub = hub
         self.slice_steps = slice_steps
@@ -67,7 +77,7 @@ class TrainingRunner:
         subscribe_training_effects(self.lifecycle, hub)
         self.pool: WorkerPool | None = None
         self.wake = None  # the prediction runner's dispatcher wake-up
-        self._finishing: set[str] = set()  # done on the worker, being registered: not to be handed out again
+        self._finishing: set[str] = set()  # a slice's files being stored: not to be handed out meanwhile
         self._tasks: set[asyncio.Task] = set()
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -77,11 +87,18 @@ class TrainingRunner:
     def recover(self) -> None:
         """A training that was running when the server stopped resumes from its last checkpoint."""
         with self.sessions() as session:
-            running = [t.id for t in session.scalars(select(Training).where(Training.status == Status.processing))]
-        for training_id in running:
-            self.lifecycle.change(
-                training_id, Status.created, log_line="re-queued: the server stopped while it trained"
-            )
+            active = list(session.scalars(select(Training).where(Training.status.in_(ACTIVE_STATUSES))))
+        for training in active:
+            try:
+                if not in_store(training.data_dir):  # of an older version: its files were in local folders
+                    self.store.adopt_local(training)
+            except OSError as error:
+                self.lifecycle.fail(training.id, "TRAINING_ERROR", f"its data could not be stored: {error}")
+                continue
+            if training.status == Status.processing:
+                self.lifecycle.change(
+                    training.id, Status.created, log_line="re-queued: the server stopped while it trained"
+                )
 
     # ---- creation ---------------------------------------------------------------------
 
@@ -91,28 +108,33 @@ class TrainingRunner:
         if not NAME.match(name):
             raise InputError("input.name", "must be 1-100 letters, digits, '.', '_' or '-'")
         self._check_name_free(caller, name)
-        # Extracting and decoding every image takes seconds: off the event loop.
+        # Extracting and decoding every image takes seconds: off the event loop. The pairs are unpacked only to
+        # be checked; the zip itself goes into the file store, where workers read it.
         folder = self.folder / training_id
-        data_dir, count = await asyncio.to_thread(unpack, folder, zip_path, training_input, caller, self.quota)
         try:
+            _, count = await asyncio.to_thread(unpack, folder, zip_path, training_input, caller, self.quota)
             self._check_name_free(caller, name)  # again: another create may have taken it meanwhile
-        except InputError:
+            data = await asyncio.to_thread(self.store.store_data, training_id, caller.key_id, zip_path)
+        finally:
             await asyncio.to_thread(shutil.rmtree, folder, True)
-            raise
         training = Training(
             id=training_id,
             owner_key_id=caller.key_id,
             status=Status.created,
             input=training_input.model_dump(mode="json"),
-            data_dir=str(data_dir),
-            work_dir=str(folder / "work"),
+            data_dir=data.id,
+            work_dir="",
             step=0,
             losses=[],
             crashes=0,
             lora_name=name,
             logs=stamped(f"{count} pairs"),
         )
-        self.lifecycle.create(training)
+        try:
+            self.lifecycle.create(training)
+        except BaseException:
+            await asyncio.to_thread(self.store.files.delete, data.id)
+            raise
         self.wake.set()
         return training
 
@@ -165,7 +187,7 @@ class TrainingRunner:
             self.lifecycle.change(
                 training.id, Status.processing, started_at=training.started_at or utcnow(), log_line="training"
             )
-        return training_job(training, self.slice_steps, self.keep_checkpoints)
+        return training_job(training, self.slice_steps, self.keep_checkpoints, self.store.files)
 
     # ---- worker events ---------------------------------------------------------------------
 
@@ -174,12 +196,9 @@ class TrainingRunner:
             case TrainProgress(training_id, step, total, loss):
                 self.hub.publish(training_id, {"type": "progress", "step": step, "total": total, "loss": loss})
             case TrainPaused(training_id, summary):
-                self._record(training_id, summary)
+                self._in_background(training_id, self._pause(training_id, summary))
             case TrainDone(training_id, summary):
-                self._finishing.add(training_id)
-                task = asyncio.get_running_loop().create_task(self._finish(training_id, summary))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._in_background(training_id, self._finish(training_id, summary))
             case TrainCancelled(training_id):  # by a drain (a user's cancel has already ended it)
                 self.lifecycle.change(training_id, Status.created, log_line="paused: the server is stopping")
             case TrainFailed(training_id, message):
@@ -206,11 +225,43 @@ class TrainingRunner:
             log_line="the worker stopped; resuming from the last checkpoint",
         )
 
+    def _in_background(self, training_id: str, work) -> None:
+        """Storing a slice's files takes a while (S3, a LoRA of megabytes): off the loop, and the training is not
+        handed out again until its newest checkpoint is recorded."""
+        self._finishing.add(training_id)
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pause(self, training_id: str, result: TrainingSummary) -> None:
+        try:
+            await asyncio.to_thread(self._record, training_id, result)
+        except Exception as error:  # without its checkpoint the training cannot go on
+            log.exception("storing the checkpoint of %s failed", training_id)
+            code = error.error_code if isinstance(error, QuotaExceeded) else "TRAINING_ERROR"
+            self.lifecycle.fail(training_id, code, f"its checkpoint could not be stored: {error}")
+        finally:
+            self._finishing.discard(training_id)
+            self.wake.set()
+
     def _record(self, training_id: str, result: TrainingSummary) -> None:
+        """The slice's progress, with its checkpoint stored and named in the same row update (runs in a thread)."""
+        training = self.get(training_id)
+        if training is None or training.status != Status.processing:
+            return
+        stored = self.store.store_checkpoint(training, result.step, result.checkpoint) if result.checkpoint else None
         with self.sessions.begin() as session:
-            training = session.get(Training, training_id)
-            if training is not None and training.status == Status.processing:
-                training.step, training.losses = result.step, result.losses
+            row = session.get(Training, training_id, with_for_update=True)
+            current = row is not None and row.status == Status.processing
+            if current:
+                row.step, row.losses = result.step, result.losses
+                if stored is not None:
+                    row.work_dir = stored.id
+        if stored is not None and not current:
+            self.store.files.delete(stored.id)  # ended meanwhile (a cancel): nothing resumes from it
+        elif stored is not None:
+            training.work_dir = stored.id
+            self.store.keep_newest_checkpoints(training, self.keep_checkpoints)
 
     async def _finish(self, training_id: str, result: TrainingSummary) -> None:
         try:
@@ -222,19 +273,14 @@ class TrainingRunner:
             )
         finally:
             self._finishing.discard(training_id)
+            self.wake.set()
 
     async def _register(self, training_id: str, result: TrainingSummary) -> None:
-        self._record(training_id, result)
+        await asyncio.to_thread(self._record, training_id, result)
         training = self.get(training_id)
         if training is None or training.status != Status.processing:
             return
-        lora = Path(result.lora_path)
-        staged = lora.with_suffix(".staged")
-        try:
-            await asyncio.to_thread(shutil.copyfile, lora, staged)
-            sha256, size = await asyncio.to_thread(self.loras.add, staged, "lora", True, training.owner_key_id)
-        finally:
-            staged.unlink(missing_ok=True)  # moved into the LoRA store, unless that failed
+        sha256, size = await asyncio.to_thread(self._store_lora, training, result)
         self.loras.register(Caller(training.owner_key_id, ""), training.lora_name, sha256, size)
         self.lifecycle.change(
             training_id,
@@ -242,3 +288,17 @@ class TrainingRunner:
             completed_at=utcnow(),
             log_line=f"done: {result.step} steps; registered as LoRA {training.lora_name!r}",
         )
+
+    def _store_lora(self, training: Training, result: TrainingSummary) -> tuple[str, int]:
+        """The LoRA into the LoRA store (what predictions load), both layouts into the file store (what the
+        download serves); (sha256, size) of the first (runs in a thread)."""
+        staged, sink = self.loras.temporary()
+        try:
+            with sink:
+                sink.write(result.lora)
+            sha256, size = self.loras.add(staged, "lora", True, training.owner_key_id)
+        finally:
+            staged.unlink(missing_ok=True)  # moved into the LoRA store, unless that failed
+        self.store.store_lora(training, "lora.safetensors", result.lora)
+        self.store.store_lora(training, "lora-comfyui.safetensors", result.lora_comfyui)
+        return sha256, size

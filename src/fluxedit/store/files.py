@@ -130,6 +130,26 @@ class FileStore:
                 return self._new(data, sha256, purpose, content_type, filename, owner_key_id, size)
         return self._new(data, sha256, purpose, content_type, filename, owner_key_id, size)
 
+    def put_file(
+        self, path: Path, *, purpose: str, content_type: str, filename: str, owner_key_id: str | None
+    ) -> StoredFile:
+        """Store a local file's bytes, streamed (a training's zip is up to gigabytes), and record them; the file
+        is consumed (moved or removed). Always a new file, as an output is."""
+        digest, size = hashlib.sha256(), 0
+        with path.open("rb") as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        record = StoredFile(
+            id=new_file_id(), owner_key_id=owner_key_id, purpose=purpose, filename=filename[:255],
+            content_type=content_type, size=size, sha256=digest.hexdigest(),
+        )  # fmt: skip
+        with self.quota.room_for(owner_key_id, size) if self.quota else nullcontext():
+            self.objects.put_file(file_key(record.id), path)
+            with self.sessions.begin() as session:
+                session.add(record)
+        return record
+
     def _stored_input(self, owner_key_id: str | None, sha256: str) -> StoredFile | None:
         owned = StoredFile.owner_key_id.is_(None) if owner_key_id is None else StoredFile.owner_key_id == owner_key_id
         query = select(StoredFile).where(owned, StoredFile.sha256 == sha256, StoredFile.purpose.in_(INPUT_PURPOSES))

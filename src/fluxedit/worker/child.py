@@ -2,7 +2,8 @@
 
 A reader thread takes control messages (cancel, stop) while the main thread
 edits, so a cancel lands within one denoising step. A job names its inputs by
-store id; the child reads them through its store reader.
+store id; the child reads them through its store reader (a training slice's
+pairs and checkpoint too: worker/training_scratch.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import signal
 import sys
 import threading
 import traceback
+from dataclasses import replace
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 from ..config import EngineConfig
 from ..store.files import LocalStoreReader
@@ -47,6 +48,7 @@ from .messages import (
     TrainSlice,
     WorkerInfo,
 )
+from .training_scratch import TrainingScratch, pack_checkpoint
 
 OUT_OF_MEMORY_EXIT = 3
 PARENT_GONE_EXIT = 4
@@ -116,7 +118,8 @@ class Worker:
         self.jobs: queue.Queue = queue.Queue()  # lists of EditJob (one, or a batch), TrainingJob, None: stop
         self.cancelled: set[str] = set()
         self.lock = threading.Lock()
-        self.trainers: dict[str, object] = {}  # trainings in progress, kept between their slices
+        self.trainers: dict[str, tuple] = {}  # training id -> (its Trainer, its data file), kept between slices
+        self.scratch = TrainingScratch(reader)  # the pairs and checkpoints of the slices this worker runs
 
     def serve(self) -> None:
         threading.Thread(target=self._read_control, daemon=True).start()
@@ -202,35 +205,31 @@ class Worker:
                 self.cancelled.difference_update(job.id for job in jobs)
 
     def _train(self, job: TrainingJob) -> None:
-        """Run one slice of a training; the trainer stays in memory (and on disk, as checkpoints) between slices."""
+        """Run one slice of a training. The trainer stays in memory between its slices on this worker; a slice
+        that finds none (the training ran elsewhere, or this worker restarted) fetches the pairs and the
+        checkpoint the job names through the reader, into this worker's scratch folder. A paused slice hands its
+        checkpoint back, a finished one its LoRA: the service stores them."""
         from ..schema import EditCancelled
-        from ..training.dataset import load_pairs
-        from ..training.trainer import TrainConfig, Trainer
 
         training_id = job.id
         for other in [t for t in self.trainers if t != training_id]:
-            self._end_training(other)  # one training's adapter on the model at a time; the rest is on disk
-        if training_id in self.trainers and self.trainers[training_id].step != job.step:
+            self._end_training(other)  # one training's adapter on the model at a time; the rest is in the store
+        if training_id in self.trainers and self.trainers[training_id][0].step != job.step:
             self._end_training(training_id)  # another worker trained it meanwhile: resume from its checkpoint
         try:
-            trainer = self.trainers.get(training_id)
-            if trainer is None:
-                pairs = load_pairs(Path(job.data_dir), job.default_caption, job.trigger_word)
-                config = TrainConfig(**job.config)
-                trainer = Trainer(self.engine.pipe, self.engine.device, pairs, config, Path(job.work_dir))
-                trainer.prepare()
-                self.trainers[training_id] = trainer
+            trainer = self._trainer(job)
             trainer.activate()
             result = trainer.run(
                 progress=lambda p: self.conn.send(TrainProgress(training_id, p.step, p.total, p.loss)),
                 should_stop=lambda: training_id in self.cancelled,
                 stop_after=job.stop_after,
-                output=Path(job.work_dir) / "lora.safetensors",
+                output=trainer.out_dir / "lora.safetensors",
             )
-            summary = TrainingSummary(result.steps, list(result.losses), str(result.lora_path))
+            summary = TrainingSummary(result.steps, list(result.losses), checkpoint=_checkpoint_at(trainer))
             if result.steps >= trainer.config.steps:
+                lora, comfyui = result.lora_path.read_bytes(), result.comfyui_path.read_bytes()
                 self._end_training(training_id)
-                self.conn.send(TrainDone(training_id, summary))
+                self.conn.send(TrainDone(training_id, replace(summary, lora=lora, lora_comfyui=comfyui)))
             else:
                 self.conn.send(TrainPaused(training_id, summary))
         except EditCancelled:
@@ -245,10 +244,26 @@ class Worker:
             with self.lock:
                 self.cancelled.discard(training_id)
 
+    def _trainer(self, job: TrainingJob):
+        """The training's trainer: the one in memory, or a new one on the pairs and checkpoint the job names."""
+        from ..training.dataset import load_pairs
+        from ..training.trainer import TrainConfig, Trainer
+
+        if job.id in self.trainers:
+            return self.trainers[job.id][0]
+        self.trainers[job.id] = (None, job.data)  # its scratch is removed even if the fetch fails half-way
+        pairs = load_pairs(self.scratch.pairs(job.data), job.default_caption, job.trigger_word)
+        work = self.scratch.work(job.id, job.checkpoint)
+        trainer = Trainer(self.engine.pipe, self.engine.device, pairs, TrainConfig(**job.config), work)
+        trainer.prepare()
+        self.trainers[job.id] = (trainer, job.data)
+        return trainer
+
     def _end_training(self, training_id: str) -> None:
-        trainer = self.trainers.pop(training_id, None)
+        trainer, data = self.trainers.pop(training_id, (None, None))
         if trainer is not None:
             trainer.remove()
+        self.scratch.forget(training_id, data)
 
     def _requests(self, jobs: list[EditJob]) -> tuple[list, list[EditJob]]:
         """Read and decode each job's images; a job whose images are unusable fails alone."""
@@ -291,6 +306,14 @@ class Worker:
         for job in jobs:
             if job.id not in ended:
                 self.conn.send(Failed(job.id, code, message))
+
+
+def _checkpoint_at(trainer) -> bytes:
+    """The checkpoint of the trainer's step, packed: written now unless the slice's last step wrote it."""
+    folder = trainer.latest_checkpoint()
+    if folder is None or folder.name != f"step-{trainer.step:06d}":
+        folder = trainer.save_checkpoint()
+    return pack_checkpoint(folder)
 
 
 def _output_resolution(job: EditJob) -> str:

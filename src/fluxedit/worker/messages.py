@@ -90,12 +90,14 @@ class JobResult:
 
 @dataclass(frozen=True)
 class TrainingJob:
-    """One slice of a training: run from `step` (its last checkpoint) up to `stop_after`."""
+    """One slice of a training: run from `step` (its last checkpoint) up to `stop_after`. Its pairs (one zip)
+    and its checkpoint are files of the file store, read through the worker's reader like an edit's images,
+    so the slice runs on any worker, wherever the previous one ran."""
 
     id: str
     step: int
-    data_dir: str
-    work_dir: str
+    data: InputFile  # the zip of the training's pairs
+    checkpoint: InputFile | None  # a zip of the checkpoint of `step`; None: the training starts at step 0
     default_caption: str | None
     trigger_word: str | None
     config: dict  # TrainConfig fields
@@ -104,9 +106,14 @@ class TrainingJob:
 
 @dataclass(frozen=True)
 class TrainingSummary:
+    """Where a slice ended. Its files come back as bytes (as an edit's outputs do), and the service stores them:
+    a paused slice's checkpoint (a zip of its folder, at `step`), a finished training's LoRA in both layouts."""
+
     step: int
     losses: list[float]
-    lora_path: str
+    checkpoint: bytes | None = None
+    lora: bytes | None = None  # diffusers layout
+    lora_comfyui: bytes | None = None  # ComfyUI's (BFL) layout
 
 
 @dataclass(frozen=True)

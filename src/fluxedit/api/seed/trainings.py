@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
@@ -16,6 +16,7 @@ from ...schema import ENDED_STATUSES, InputError, Status
 from ...service.fetch import fetch_to_file
 from ...service.keys import Caller
 from ...service.services import Services
+from ...service.training_files import in_store
 from ...service.webhook_outbox import iso
 from ...store.models import Training
 from ...training_options import validated_training_input
@@ -25,6 +26,7 @@ from ..docs import binary_response
 from ..errors import SEED_ERRORS, ApiError, not_found
 from ..uploads import MAX_FORM_FIELD_BYTES
 from . import protocol
+from .files import _stored_bytes as stored_bytes
 from .protocol import TrainingList, TrainingRequest, TrainingUpload
 
 router = APIRouter(prefix="/v1/trainings", tags=["trainings"], responses=SEED_ERRORS)
@@ -151,12 +153,18 @@ async def list_trainings(found: ServicesDep, who: CallerDep, base: BaseUrlDep) -
 @router.get("/{training_id}/lora", response_class=FileResponse, responses=LORA_FILE)
 async def download_lora(
     found: ServicesDep, who: CallerDep, training_id: str, format: Annotated[str, Query()] = "diffusers"
-) -> FileResponse:
+) -> Response:
+    """The trained LoRA from the file store: a local file, streamed from S3, or a presigned redirect, as files are."""
     training = _owned(found, who, training_id)
     if format not in FORMATS:
         raise InputError("format", f"must be one of {', '.join(FORMATS)} (got {format!r})")
-    path = Path(training.work_dir) / FORMATS[format]
-    if training.status != Status.success or not path.is_file():
-        raise ApiError(409, f"training {training_id} has no LoRA yet (status {training.status})")
     name = f"{training.lora_name}{'-comfyui' if format == 'comfyui' else ''}.safetensors"
-    return FileResponse(path, media_type="application/octet-stream", filename=name)
+    record = None
+    if training.status == Status.success:
+        record = await asyncio.to_thread(found.trainings.store.lora, training, FORMATS[format])
+    if record is not None:
+        return await stored_bytes(found, record, f"the LoRA of training {training_id}", filename=name)
+    local = Path(training.work_dir) / FORMATS[format]  # a training of an older version: in its local folder
+    if training.status != Status.success or in_store(training.data_dir) or not local.is_file():
+        raise ApiError(409, f"training {training_id} has no LoRA yet (status {training.status})")
+    return FileResponse(local, media_type="application/octet-stream", filename=name)
