@@ -152,8 +152,8 @@ def test_the_size_slider_and_the_tools_work_from_the_keyboard(page, server, phot
     expect(page.locator("#mask-editor")).to_be_hidden()
 
 
-def test_a_finger_paints_too(browser, server, photo):
-    context = browser.new_context(viewport={"width": 900, "height": 1000}, has_touch=True)
+def test_a_finger_paints_on_a_phone(browser, server, photo):
+    context = browser.new_context(viewport={"width": 375, "height": 740}, device_scale_factor=2, has_touch=True)
     page = context.new_page()
     try:
         start_masking(page, server, photo)
@@ -162,6 +162,7 @@ def test_a_finger_paints_too(browser, server, photo):
         page.touchscreen.tap(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.75)
         mask = sent_mask(page)
         assert mask[450, 600] and mask.sum() < mask.size / 20  # a dot where the finger touched
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375  # the open tool fits a phone
     finally:
         context.close()
 
