@@ -238,6 +238,21 @@ def test_a_masked_full_resolution_edit_keeps_every_pixel_outside_the_mask(page, 
     assert (again == mask).all()
 
 
+def test_a_kept_mask_is_scaled_to_a_result_at_the_models_size(page, server, photo):
+    start_masking(page, server, photo)
+    paint_top_left_corner(page)
+    painted = sent_mask(page)
+    page.fill("#prompt", "Make the corner orange")
+    set_steps(page, 1)
+    run_and_wait(page)
+    page.click("#edit-result")  # the result is 1184x880, the model's size for 800x600
+    expect(page.locator("#region-mask")).to_be_checked()
+    kept = sent_mask(page)
+    assert kept.shape == (880, 1184)
+    back = np.asarray(Image.fromarray(kept).resize((800, 600), Image.Resampling.NEAREST))
+    assert (back != painted).mean() < 0.01  # the same region, scaled (only its edge may move by a pixel)
+
+
 def test_without_keep_mask_the_next_edit_is_of_the_whole_image(page, server, photo):
     start_masking(page, server, photo)
     paint_top_left_corner(page)
