@@ -58,9 +58,10 @@ test: install-test lint
 	PY=$(PY) tests/cluster/run_in_netns.sh
 
 # Screenshots of every test run land in build/screenshots/ (git-ignored); this refreshes the tracked
-# docs/playground.png from a fresh run of the edit-flow test, on purpose.
+# docs pictures (playground.png, the batch grid's and the mask tool's) from fresh runs of their tests, on purpose.
 screenshots: install-test
-	FLUXEDIT_UPDATE_DOCS_SCREENSHOT=1 FLUXEDIT_REQUIRE_BROWSER=1 $(PY) -m pytest tests/web/test_edit_flow.py
+	FLUXEDIT_UPDATE_DOCS_SCREENSHOT=1 FLUXEDIT_REQUIRE_BROWSER=1 $(PY) -m pytest \
+	  tests/web/test_edit_flow.py tests/web/test_batch_grid.py tests/web/test_mask_tool.py
 
 clean:
 	rm -rf $(VENV) out
