@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -132,6 +133,33 @@ def test_a_full_mask_is_the_plain_edit(photo, tmp_path):
                           "-o", name, *extra, cwd=tmp_path)  # fmt: skip
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "plain.png").read_bytes() == (tmp_path / "full.png").read_bytes()
+
+
+def test_output_resolution_input_keeps_a_large_inputs_size_and_every_pixel_outside_the_mask(tmp_path):
+    """Above the model's decode size the main image and the mask are read at full size, as the worker reads a
+    job's: the result is the input's size and, outside the mask and its feather, the input's own pixels."""
+    from fluxedit.imaging.composite import feather_width
+
+    width, height = 1800, 1200  # past model_size's 2 MP: a model-size decode would have shrunk it
+    source = pattern(width, height, seed=9)
+    photo = _write(tmp_path / "large.png", encoded(source, "PNG"))
+    corner = (width - 150, height - 150, width, height)  # a small corner: the crop path
+    mask = _mask(tmp_path / "corner.png", (width, height), corner)
+    args = ["edit", str(photo), "-p", "a red hat", "--model", "tiny", "--steps", "2", "--seed", "5",
+            "--output-resolution", "input"]  # fmt: skip
+    masked = fluxedit(*args, "--mask", str(mask), "-o", "masked.png", cwd=tmp_path)
+    whole = fluxedit(*args, "-o", "whole.png", cwd=tmp_path)
+    assert masked.returncode == 0 == whole.returncode, masked.stderr + whole.stderr
+    assert f"wrote masked.png ({width}x{height}" in masked.stderr and "edited a crop" in masked.stderr
+    assert Image.open(tmp_path / "whole.png").size == (width, height)
+    pixels = np.asarray(Image.open(tmp_path / "masked.png").convert("RGB"))
+    expected = np.asarray(source)
+    reach_x, reach_y = corner[0] - feather_width(width, height), corner[1] - feather_width(width, height)
+    assert pixels.shape == expected.shape
+    assert np.array_equal(pixels[:reach_y], expected[:reach_y]) and np.array_equal(
+        pixels[:, :reach_x], expected[:, :reach_x]
+    )
+    assert not np.array_equal(pixels[corner[1] :, corner[0] :], expected[corner[1] :, corner[0] :])
 
 
 @pytest.mark.parametrize(

@@ -163,7 +163,9 @@ def _settings(**flags) -> Settings:
         raise fail(f"--{name.replace('_', '-')} (FLUXEDIT_{name.upper()}): {message}") from None
 
 
-def _read_inputs(paths: list[Path]) -> list[DecodedImage]:
+def _read_inputs(paths: list[Path], full_size: bool = False) -> list[DecodedImage]:
+    """The images as the worker decodes a job's: full_size (output_resolution input) keeps the main image's every
+    pixel, to lay the edit back onto."""
     from .imaging.decode import decode_image
     from .schema import InputError
 
@@ -172,15 +174,17 @@ def _read_inputs(paths: list[Path]) -> list[DecodedImage]:
         field = "image" if index == 0 else f"reference image {index}"
         if not path.is_file():
             raise InputError(f"{field} {path}", "no such file")
-        decoded.append(decode_image(path.read_bytes(), field=f"{field} {path}"))
+        decoded.append(decode_image(path.read_bytes(), field=f"{field} {path}", full_size=full_size and index == 0))
     return decoded
 
 
-def _read_mask(path: Path, image_size: tuple[int, int], image_path: Path) -> DecodedImage | None:
-    """--mask as the engine takes it: the API's greyscale form (masks.py), the image's size; None when it covers
-    everything (the plain edit). An empty mask or one of another size is refused."""
+def _read_mask(path: Path, image_size: tuple[int, int], image_path: Path, full_size: bool) -> DecodedImage | None:
+    """--mask as the engine takes it: the API's greyscale form (masks.py), the image's size, decoded as the worker
+    decodes a job's mask; None when it covers everything (the plain edit). An empty mask or one of another size is
+    refused."""
     from .imaging.decode import decode_image
-    from .masks import Coverage, check_mask_size, read_mask, refuse_empty
+    from .imaging.regions import check_mask_size
+    from .masks import Coverage, read_mask, refuse_empty
     from .schema import InputError
 
     field = f"--mask {path}"
@@ -188,7 +192,7 @@ def _read_mask(path: Path, image_size: tuple[int, int], image_path: Path) -> Dec
         raise InputError(field, "no such file")
     mask = refuse_empty(read_mask(path.read_bytes(), field), field)
     check_mask_size(mask.size, image_size, field, str(image_path))
-    return None if mask.coverage is Coverage.full else decode_image(mask.png, field)
+    return None if mask.coverage is Coverage.full else decode_image(mask.png, field, full_size, as_mask=True)
 
 
 def _output_paths(output: Path | None, first_input: Path, fmt: OutputFormat, count: int) -> list[Path]:
@@ -344,8 +348,9 @@ def edit(
             strength=strength,
             output_resolution=output_resolution,
         )
-        images = _read_inputs(inputs)
-        edit_mask = _read_mask(mask, images[0].original_size, inputs[0]) if mask is not None else None
+        full_size = settings.output_resolution == "input"
+        images = _read_inputs(inputs, full_size)
+        edit_mask = _read_mask(mask, images[0].original_size, inputs[0], full_size) if mask is not None else None
         loras = _lora_specs(lora or [])
     except InputError as error:
         raise fail(_flag_message(error)) from None
@@ -421,8 +426,9 @@ def _folder_here(plan, settings, loras, safety_checker: bool, config: Settings):
         request = EditRequest(image_settings, [picture], safety_check=safety_checker, loras=lora_specs)
         return engine.edit(request, progress=lambda p: on_step(p.step))
 
-    def decode(path: Path):
-        return decode_image(path.read_bytes(), field=f"image {path.name}")
+    def decode(path: Path):  # at full size for output_resolution input, as the worker decodes a job's image
+        full_size = settings.output_resolution == "input"
+        return decode_image(path.read_bytes(), field=f"image {path.name}", full_size=full_size)
 
     with folder_edit.FolderProgress(console, len(plan.todo), steps=settings.num_inference_steps) as progress:
         return folder_edit.edit_locally(plan, settings, decode, edit_one, progress)

@@ -9,9 +9,10 @@ engine never needs to know which dialect it came from:
 - "transparent" (OpenAI's images.edit): a PNG with an alpha channel whose fully transparent pixels are
   the part to edit; the stored mask is 255 - alpha.
 
-The stored form has the mask's upright size (EXIF orientation applied) and no metadata. A pixel at least
-half white (EDITABLE_FROM of 255) counts as editable when the mask is judged empty or full, the way the
-engine binarises it. PIL and numpy only: the API, the CLI and the worker may all import it.
+The "white" rule, the editable level (regions.MASK_LEVEL: at least half white) and the size and empty-mask
+refusals are imaging/regions.py's, the ones the engine reads masks by, so the API judges a mask exactly as the
+engine will. The stored form has the mask's upright size (EXIF orientation applied) and no metadata. PIL and
+numpy only: the API, the CLI and the worker may all import it.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ from enum import StrEnum
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .imaging.decode import ACCEPTED_FORMATS, MAX_ASPECT, MIN_SIDE, decoding_limits, to_rgb
+from .imaging.decode import ACCEPTED_FORMATS, MAX_ASPECT, MIN_SIDE, decoding_limits
 from .imaging.decode_budget import DecodeBudget
+from .imaging.regions import MASK_LEVEL, alpha_channel, mask_picture, nothing_to_edit
 from .schema import InputError
 
-EDITABLE_FROM = 128  # of 255: a pixel at least half white (or opaque) may change
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _PEAK_BYTES_PER_PIXEL = 10  # the decoded picture (up to 4), its RGBA or RGB copy (4), the mask (1), the judgement
 _budget_lock = threading.Lock()
 _budget: DecodeBudget | None = None
@@ -67,27 +67,17 @@ def read_mask(data: bytes, field: str, rule: MaskRule = MaskRule.white) -> MaskI
             raise InputError(field, f"could not be read as an image: {error}") from None
         finally:
             picture.close()
-        editable = int(np.count_nonzero(values >= EDITABLE_FROM))
+        editable = int(np.count_nonzero(values >= MASK_LEVEL))
         coverage = Coverage.empty if editable == 0 else Coverage.full if editable == values.size else Coverage.partial
         buffer = io.BytesIO()
         Image.fromarray(values, "L").save(buffer, "PNG", compress_level=1)  # masks are flat: fast and small
     return MaskImage(buffer.getvalue(), (values.shape[1], values.shape[0]), coverage)
 
 
-def check_mask_size(mask_size: tuple[int, int], image_size: tuple[int, int], field: str, image_field: str) -> None:
-    """A mask covers the main image pixel for pixel: any other size is refused, naming both."""
-    if tuple(mask_size) != tuple(image_size):
-        raise InputError(
-            field,
-            f"is {mask_size[0]}x{mask_size[1]} but the image to edit ({image_field}) is {image_size[0]}x{image_size[1]}"
-            " (upright): a mask must be exactly the image's size",
-        )
-
-
 def refuse_empty(mask: MaskImage, field: str, rule: MaskRule = MaskRule.white) -> MaskImage:
     if mask.coverage is Coverage.empty:
-        what = "no pixel is transparent" if rule is MaskRule.transparent else "no pixel is white or opaque"
-        raise InputError(field, f"marks nothing to edit ({what}); send no mask to edit the whole image")
+        why = "no pixel is transparent" if rule is MaskRule.transparent else "no pixel is white or opaque"
+        raise nothing_to_edit(field, why)
     return mask
 
 
@@ -115,24 +105,14 @@ def _open(data: bytes, field: str) -> Image.Image:
 
 
 def _values(picture: Image.Image, rule: MaskRule, field: str) -> np.ndarray:
-    alpha = _alpha(picture)
-    if rule is MaskRule.transparent:
-        if alpha is None:
-            raise InputError(
-                field,
-                "has no alpha channel: OpenAI's rule is a PNG whose fully transparent pixels are the part to edit",
-            )
-        return 255 - alpha
-    if alpha is not None and int(alpha.min()) < 255:
-        return alpha  # it has transparency: opaque is what may change
-    return np.asarray(to_rgb(picture).convert("L"), dtype=np.uint8).copy()
-
-
-def _alpha(picture: Image.Image) -> np.ndarray | None:
-    with_alpha = picture.mode in _ALPHA_MODES or (picture.mode in ("P", "L", "RGB") and "transparency" in picture.info)
-    if not with_alpha:
-        return None
-    return np.asarray(picture.convert("RGBA").getchannel("A"), dtype=np.uint8).copy()
+    if rule is MaskRule.white:
+        return np.array(mask_picture(picture), dtype=np.uint8)  # the engine's own rule
+    alpha = alpha_channel(picture)
+    if alpha is None:
+        raise InputError(
+            field, "has no alpha channel: OpenAI's rule is a PNG whose fully transparent pixels are the part to edit"
+        )
+    return 255 - np.asarray(alpha, dtype=np.uint8)
 
 
 def _decode_budget() -> DecodeBudget:

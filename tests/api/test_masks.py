@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fluxedit.imaging.composite import feather_width
+from fluxedit.imaging.crop import crop_box
+from fluxedit.resolution import output_size
 from fluxedit.service.jobs import edit_job
 from fluxedit.service.pricing import settled_cost
 from fluxedit.store.database import open_database
@@ -261,3 +264,41 @@ def test_a_result_is_priced_by_the_size_the_model_generated():
     assert settled_cost(0.025, (1184, 880), (0, 0)) == 0.025  # not reported: as priced
     assert settled_cost(0.025, (1184, 880), (1024, 1024)) == 0.025  # one unit either way
     assert settled_cost(0.05, (1184, 880), (672, 1568)) == 0.1  # 1,053,696 pixels: two units
+
+
+def large_photo(width: int = 3000, height: int = 2000) -> Image.Image:
+    """A picture with structure at every pixel (gradients and a fine checkerboard) that compresses well."""
+    y, x = np.mgrid[0:height, 0:width]
+    checker = ((x // 7 + y // 5) % 2 * 40)[..., None]
+    base = np.stack([x * 200 // (width - 1), y * 200 // (height - 1), (x + y) % 200], axis=-1)
+    return Image.fromarray((base + checker).astype(np.uint8), "RGB")
+
+
+def test_a_full_resolution_masked_edit_keeps_every_pixel_outside_the_mask_and_its_feather(client):
+    """The issue's test: a 3000x2000 input, a mask on one corner, output_resolution input: the result is 3000x2000
+    and every pixel farther than the feather from the mask is the input's, byte for byte. The corner is a small
+    region of a large picture, so the engine edits a crop around it at the model's full size."""
+    original = large_photo()
+    width, height = original.size
+    corner = (0, 0, 200, 200)
+    image = upload(client, encoded(original, "PNG"), "large.png")
+    mask = upload(client, png(grey_mask(width, height, corner)), "corner.png")
+    done = wait_done(client, create(client, image_url=image["id"], mask_url=mask["id"], output_resolution="input",
+                                    output_format="png", seed=3), timeout=300)  # fmt: skip
+    assert done["status"] == "success", done
+    result = picture(client, done["output"][0])
+    assert result.format == "PNG" and result.size == (width, height)
+    pixels, source = np.asarray(result.convert("RGB")), np.asarray(original)
+    reach = corner[2] + feather_width(width, height)  # the mask is a square at the origin: its feather ends here
+    assert np.array_equal(pixels[:, reach:], source[:, reach:]) and np.array_equal(pixels[reach:], source[reach:])
+    assert not np.array_equal(pixels[: corner[3], : corner[2]], source[: corner[3], : corner[2]])  # it was edited
+    left, top, right, bottom = crop_box((width, height), corner)
+    assert f"edited a crop {right - left}x{bottom - top} at ({left}, {top})" in done["logs"]  # the crop path
+    assert f"laid onto the {width}x{height} input" in done["logs"]
+
+
+def test_a_masked_edit_at_the_model_resolution_returns_the_model_size(client):
+    done = wait_done(client, create(client, image_url=data_uri(PHOTO), mask_url=data_uri(CORNER_MASK), seed=3))
+    assert done["status"] == "success", done
+    assert picture(client, done["output"][0]).size == output_size("match_input", WIDTH, HEIGHT) != (WIDTH, HEIGHT)
+    assert "edited a crop" not in done["logs"]

@@ -4,7 +4,8 @@ cleans and feathers a region. Pure numpy and Pillow (the API checks masks too, w
 A mask picture marks where an edit may change the main image: white, or opaque where it has transparency.
 A mask with an alpha channel that is not opaque everywhere is read by its alpha (opaque = edit); any other
 is read by its grey level. A pixel is in the region at half intensity or more (128 of 255), as diffusers'
-mask processor binarises at 0.5.
+mask processor binarises at 0.5. This is the one rule: the API (masks.py) stores masks by it, the worker and
+the engine read them by it.
 
 Morphology is over squares (Chebyshev distance), with box sums from cumulative sums, so its reach is exact:
 dilating by r never marks a pixel more than r pixels (in x or y) from the region. The picture's border
@@ -21,25 +22,58 @@ from PIL import Image
 from ..schema import InputError
 
 MASK_LEVEL = 128  # half of 255: diffusers' mask processor binarises at 0.5
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 Box = tuple[int, int, int, int]  # (left, top, right, bottom), right and bottom exclusive, like Pillow's
 
 
+def alpha_channel(picture: Image.Image) -> Image.Image | None:
+    """The picture's alpha as an "L" picture when it carries one (an alpha mode, or a transparent colour)."""
+    if picture.mode in ALPHA_MODES:
+        return picture.getchannel("A") if picture.mode in ("RGBA", "LA") else picture.convert("RGBA").getchannel("A")
+    if picture.mode in ("P", "L", "RGB") and "transparency" in picture.info:
+        return picture.convert("RGBA").getchannel("A")
+    return None
+
+
 def mask_picture(picture: Image.Image) -> Image.Image:
-    """The mask as one 8-bit grey picture ("L"): the alpha when there is real transparency, else the grey level."""
+    """The mask as one 8-bit grey picture ("L"): the alpha when there is real transparency, else the grey level
+    (16-bit, CMYK and palette pictures as a viewer shows them)."""
+    alpha = alpha_channel(picture)
+    if alpha is not None and alpha.getextrema()[0] < 255:
+        return alpha
     if picture.mode == "L":
         return picture
-    if picture.mode in ("P", "PA") or "transparency" in picture.info:
-        picture = picture.convert("RGBA")
-    if picture.mode in ("RGBA", "LA", "RGBa", "La"):
-        alpha = picture.getchannel("A")
-        if alpha.getextrema()[0] < 255:
-            return alpha
-    return picture.convert("L")
+    from .decode import to_rgb  # decode.py reads masks through this module, so it is imported here
+
+    return to_rgb(picture).convert("L")
 
 
 def binary_mask(picture: Image.Image) -> np.ndarray:
     """(height, width) booleans: True where the mask allows the edit."""
     return np.asarray(mask_picture(picture)) >= MASK_LEVEL
+
+
+def check_mask_size(
+    mask_size: tuple[int, int], image_size: tuple[int, int], field: str = "mask", image_field: str | None = None
+) -> None:
+    """A mask covers the main image pixel for pixel: any other (width, height) is refused, naming both sizes
+    (and the image's input when `image_field` names it)."""
+    if tuple(mask_size) == tuple(image_size):
+        return
+    width, height = mask_size
+    if image_field is None:
+        against = f"; it must be the size of the main image ({image_size[0]}x{image_size[1]})"
+    else:
+        against = f" but the image to edit ({image_field}) is {image_size[0]}x{image_size[1]} (upright)"
+    raise InputError(
+        field, f"is {width}x{height}{against}: a mask must be exactly the image's size, white (or opaque) where the "
+        "edit may change the picture",
+    )  # fmt: skip
+
+
+def nothing_to_edit(field: str, why: str = "no pixel is white or opaque") -> InputError:
+    """The refusal of an empty mask; `why` says by which rule it marks nothing."""
+    return InputError(field, f"marks nothing to edit ({why}): the mask is empty; send no mask to edit the whole image")
 
 
 @dataclass(frozen=True)
@@ -53,16 +87,10 @@ def check_mask(
 ) -> MaskInfo:
     """Refuse a mask of another size than the main image's (width, height), or one with nothing to edit.
     mask_size: the mask file's own (width, height) when `mask` was decoded smaller; bounds are over `mask`."""
-    width, height = mask_size or mask.shape[::-1]
-    if (width, height) != tuple(image_size):
-        raise InputError(
-            field,
-            f"is {width}x{height}; it must be the size of the main image ({image_size[0]}x{image_size[1]}), "
-            "white (or opaque) where the edit may change the picture",
-        )
+    check_mask_size(mask_size or mask.shape[::-1], image_size, field)
     bounds = mask_bounds(mask)
     if bounds is None:
-        raise InputError(field, "is empty: no pixel is white (or opaque), so the edit could change nothing")
+        raise nothing_to_edit(field)
     return MaskInfo(bounds, bool(mask.all()))
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..masks import Coverage, check_mask_size, read_mask
+from ..imaging.composite import MAX_OUTPUT_PIXELS, check_output_pixels
+from ..imaging.regions import check_mask_size
+from ..masks import Coverage, read_mask
 from ..schema import EditInput, InputDownloadError, InputError, Status, validated_input
 from ..store.models import Prediction
 from .inputs import InputResolver
@@ -26,7 +28,7 @@ from .run_context import RunContext
 
 log = logging.getLogger(__name__)
 MASK_FIELD = "input.mask_url"
-MAX_FULL_RESOLUTION_PIXELS = 40_000_000  # output_resolution "input": the largest result made at the input's size
+MAX_FULL_RESOLUTION_PIXELS = MAX_OUTPUT_PIXELS  # output_resolution "input": the engine's own limit (composite.py)
 
 
 def input_fields(image_count: int) -> list[str]:
@@ -43,13 +45,8 @@ def check_sizes(edit_input: EditInput, image_size: tuple[int, int], mask_size: t
     """What is judged once the main image's (upright) size is known: the mask's size, the full-size limit."""
     if mask_size is not None:
         check_mask_size(mask_size, image_size, MASK_FIELD, "input.image_url")
-    width, height = image_size
-    if edit_input.output_resolution == "input" and width * height > MAX_FULL_RESOLUTION_PIXELS:
-        raise InputError(
-            "input.output_resolution",
-            f"input: the image is {width}x{height} ({width * height / 1e6:.1f} MP); results at the input's size "
-            f"are made up to {MAX_FULL_RESOLUTION_PIXELS / 1e6:g} MP: use model, or scale the image down",
-        )
+    if edit_input.output_resolution == "input":
+        check_output_pixels(*image_size, field="input.output_resolution")
 
 
 class Preparation:
