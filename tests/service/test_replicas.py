@@ -111,8 +111,8 @@ def test_the_follower_takes_over_from_a_killed_leader_and_finishes_its_queued_an
     try:
         with leader.client() as on_leader, follower.client() as on_follower:
             photo = upload(on_leader, SMALL)["id"]
-            running = create(on_leader, image_url=photo, num_inference_steps=12)
-            queued = [create([on_leader, on_follower][i % 2], image_url=photo, num_inference_steps=1) for i in range(4)]
+            running = create(on_leader, image_url=photo, num_inference_steps=8)
+            queued = [create([on_leader, on_follower][i % 2], image_url=photo, num_inference_steps=1) for i in range(3)]
             deadline = time.monotonic() + 60
             while on_follower.get(f"/v1/prediction/{running}").json()["status"] != "processing":
                 assert time.monotonic() < deadline, "the first prediction never started"
@@ -123,7 +123,7 @@ def test_the_follower_takes_over_from_a_killed_leader_and_finishes_its_queued_an
             ended = {p: wait_done(on_follower, p, timeout=180) for p in [running, *queued]}
             assert {p: e["status"] for p, e in ended.items()} == dict.fromkeys(ended, "success")
             assert "re-queued: the server stopped while it ran" in ended[running]["logs"]
-            assert dispatches(ended[running]) == 2 and [dispatches(ended[q]) for q in queued] == [1] * 4
+            assert dispatches(ended[running]) == 2 and [dispatches(ended[q]) for q in queued] == [1] * 3
             listed = on_follower.get("/v1/prediction").json()["data"]
             assert not [p["id"] for p in listed if p["status"] not in ENDED]  # nothing left starting or processing
     finally:
