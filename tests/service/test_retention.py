@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from fluxedit.service.loras import LoraStore
 from fluxedit.service.retention import Retention
+from fluxedit.service.training_files import TrainingFiles
 from fluxedit.store.database import open_database
 from fluxedit.store.files import FileStore
 from fluxedit.store.models import Prediction, StoredFile, Training
@@ -154,6 +155,35 @@ def test_an_ended_training_loses_its_pairs_and_checkpoints_and_keeps_its_lora(tm
     for untouched in (recent, running):
         assert (untouched / "data" / "pairs" / "p0_start.png").is_file()
         assert (untouched / "work" / "checkpoints" / "step-000010" / "lora.safetensors").is_file()
+
+
+def test_an_ended_training_loses_its_stored_pairs_and_checkpoints_and_keeps_its_stored_lora(tmp_path, store):
+    sessions, files = store
+    stored = TrainingFiles(files)
+    trainings = {}
+    for status, days in (("success", 8), ("processing", None)):
+        training_id, _ = make_training(tmp_path, sessions, status, completed_days_ago=days)
+        with sessions() as session:
+            training = session.get(Training, training_id)
+        zip_path = tmp_path / f"{training_id}.zip"
+        zip_path.write_bytes(secrets.token_bytes(500))
+        kept = (
+            stored.store_data(training_id, None, zip_path),
+            stored.store_checkpoint(training, 10, secrets.token_bytes(200)),
+            stored.store_lora(training, "lora.safetensors", secrets.token_bytes(50)),
+        )
+        trainings[status] = kept
+
+    dry = retention(tmp_path, store).sweep(grace=0, dry_run=True)
+    assert dry.bytes_freed == 300 + 700 and all(exists(sessions, r.id) for kept in trainings.values() for r in kept)
+    report = retention(tmp_path, store).sweep(grace=0)
+
+    data, checkpoint, lora = trainings["success"]
+    assert report.trainings == 1 and report.bytes_freed == 300 + 700  # the old folders' 300, the stored 500 + 200
+    assert not exists(sessions, data.id) and not exists(sessions, checkpoint.id)
+    assert not files.objects.exists(files.key(data.id)) and not files.objects.exists(files.key(checkpoint.id))
+    assert exists(sessions, lora.id) and files.objects.exists(files.key(lora.id))
+    assert all(exists(sessions, r.id) for r in trainings["processing"])  # a running training keeps everything
 
 
 def test_leftovers_of_interrupted_writes_go_once_they_are_a_day_old(tmp_path, store):

@@ -33,6 +33,7 @@ from ..store.models import LoraBlob, Prediction, StoredFile, Training, WebhookDe
 from ..store.objects import PARTIAL, LocalFolderObjects, ObjectBackend, StoredObject
 from ..store.objects_setup import Storage
 from .in_use import in_use
+from .training_files import TrainingFiles
 
 log = logging.getLogger(__name__)
 READ_GRACE_S = 10.0  # bytes outlive their record this long
@@ -211,12 +212,14 @@ class Retention:
         with self.sessions() as session:
             ended = list(
                 session.scalars(
-                    select(Training.id).where(Training.status.in_(ENDED_TRAININGS), Training.completed_at < cutoff)
+                    select(Training).where(Training.status.in_(ENDED_TRAININGS), Training.completed_at < cutoff)
                 )
             )
-        for training_id in ended:
-            freed = sum(
-                _remove_tree(self.trainings_folder / training_id / part, dry_run) for part in TRAINING_LEFTOVERS
+        stored = TrainingFiles(self.files)
+        for training in ended:
+            # its pairs and checkpoints in the file store (folder or bucket), and any a version before kept on disk
+            freed = stored.remove_working(training, dry_run) + sum(
+                _remove_tree(self.trainings_folder / training.id / part, dry_run) for part in TRAINING_LEFTOVERS
             )
             if freed:
                 report.trainings += 1

@@ -88,6 +88,7 @@ class Services:
             settings.training_slice_steps,
             keep_checkpoints=settings.training_keep_checkpoints,
             quota=quota,
+            files=files,
         )
         runner = Runner(
             sessions,

@@ -85,11 +85,13 @@ class TrainingFiles:
             if record.id != training.work_dir:  # never the one the row resumes from
                 self.files.delete(record.id)
 
-    def remove_working(self, training: Training) -> int:
-        """An ended training's pairs and checkpoints (its LoRA stays): for retention; the bytes freed."""
+    def remove_working(self, training: Training, dry_run: bool = False) -> int:
+        """An ended training's pairs and checkpoints (its LoRA stays): for retention; the bytes freed (or, on a
+        dry run, that would be)."""
         records = self._of(training, DATA) + self._of(training, CHECKPOINT)
-        for record in records:
-            self.files.delete(record.id)
+        if not dry_run:
+            for record in records:
+                self.files.delete(record.id)
         return sum(record.size for record in records)
 
     def _of(self, training: Training, purpose: str) -> list[StoredFile]:
