@@ -134,19 +134,23 @@ class Dispatcher:
         return batch_limit(self.batch_max, self.context.pool)
 
     def start(self, batch: list[Prediction], worker: WorkerView) -> None:
-        """Hand a batch to a free worker: each prediction becomes `starting`, its timeout starts."""
+        """Hand a batch to a free worker: each prediction becomes `starting`, its timeout starts. One that ended
+        since it was read (a cancel, maybe on another replica) is left out; with none left nothing is handed out."""
         for prediction in batch:  # in batch order: the key whose turn it was counts as served first
             self.turns.served(prediction.owner_key_id)
         now = utcnow()
         note = f"starting on {worker.name}" + (f", in a batch of {len(batch)}" if len(batch) > 1 else "")
+        started = []
         for prediction in batch:
-            self.context.lifecycle.change(
+            if self.context.lifecycle.change(
                 prediction.id,
                 Status.starting,
                 started_at=now,
                 attempts=prediction.attempts + 1,
                 metrics_update={"queue_time": round((now - prediction.created_at).total_seconds(), 4)},
                 log_line=note,
-            )
-            self.deadlines.started(prediction.id)
-        self.context.pool.submit(worker.name, [edit_job(prediction, self.context.files) for prediction in batch])
+            ):
+                self.deadlines.started(prediction.id)
+                started.append(prediction)
+        if started:
+            self.context.pool.submit(worker.name, [edit_job(prediction, self.context.files) for prediction in started])
