@@ -42,7 +42,7 @@ def test_lists_tools_and_edits_a_local_file_with_progress(keyed, mcp_command, tm
     schema = tools["edit_image"].input_schema
     assert schema["required"] == ["image", "prompt"]
     assert schema["properties"]["num_inference_steps"]["maximum"] == 50  # the server's limit, shown
-    assert "mask" not in schema["properties"]
+    assert {"mask", "strength", "output_resolution"} <= schema["properties"].keys()
     assert tools["edit_image"].description.startswith("Edit an image")
 
     assert not edit.is_error, texts(edit)

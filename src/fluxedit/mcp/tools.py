@@ -36,9 +36,11 @@ from .server_client import ServerClient
 INSTRUCTIONS = """fluxedit edits images with FLUX.1 Kontext [dev] on a self-hosted server.
 Call edit_image with an image and an instruction ("make the jacket red", "put the product on a white
 background"); it returns the edited image(s), their URLs and the seed. An output URL is a valid image for the
-next edit, so edits can be chained. Use list_loras for the LoRA adapters available by name, start_training to
-train a new one from before/after pairs, and training_status to follow it. For the same edit over many images
-(a product catalogue), call create_batch once and follow it with batch_status."""
+next edit, so edits can be chained. A mask (white where it may change) limits the edit to part of the image,
+and output_resolution input returns it at the image's own size with every other pixel kept. Use list_loras
+for the LoRA adapters available by name, start_training to train a new one from before/after pairs, and
+training_status to follow it. For the same edit over many images (a product catalogue), call create_batch
+once and follow it with batch_status."""
 
 LOSSES_SHOWN = 20  # a training's loss curve can hold 100,000 numbers: the assistant sees the latest
 
@@ -113,19 +115,42 @@ def _register(server: MCPServer, connection: Connection) -> None:
         loras: Annotated[
             list[LoraArgument] | None, Field(description="Up to 4 LoRA adapters, each {path, scale}.")
         ] = None,
+        mask: Annotated[
+            str | None,
+            Field(
+                description=f"Edit only part of the image: a mask of exactly the image's size, white (or opaque "
+                f"where it has transparency) where the edit may change the picture, black (or transparent) where "
+                f"it is kept ({image_forms}). Left out: the whole image may change."
+            ),
+        ] = None,
+        strength: Annotated[
+            float | None,
+            edit_field("strength", "With a mask: how far the masked part may move from the input (1: all the way)."),
+        ] = None,
+        output_resolution: Annotated[
+            str | None,
+            edit_field(
+                "output_resolution",
+                "model (the model's ~1 MP size) or input (the input's own size, up to 40 MP: the edited region is "
+                "laid onto the original and every other pixel is kept).",
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, EditResult]:
         """Edit an image with an instruction (FLUX.1 Kontext) and return the edited image(s), with each output's
-        URL, the seed and the prediction id. Takes about a second per step on a small GPU; progress is reported
-        per denoising step. A bad value is refused with the server's message naming the field and its limit.
-        (Masked edits are not supported yet.)"""
+        URL, the seed and the prediction id. With a mask only the masked part changes; with output_resolution
+        input the result comes back at the input's own size. Takes about a second per step on a small GPU;
+        progress is reported per denoising step. A bad value is refused with the server's message naming the
+        field and its limit."""
         options = edit_options(
             loras, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             num_images=num_images, output_format=output_format, resolution_mode=resolution_mode,
-            acceleration=acceleration,
+            acceleration=acceleration, strength=strength, output_resolution=output_resolution,
         )  # fmt: skip
         with connection.client(ctx) as client, readable_failures(client.base_url, connection.hint):
             main = image_argument(image, "image", local)
             refs = [image_argument(ref, f"references[{i}]", local) for i, ref in enumerate(references or [])]
+            if mask is not None:
+                options["mask"] = image_argument(mask, "mask", local)  # sent as input.mask_url
             prediction, images = await _edit_reporting_steps(ctx, client, main, prompt, refs, options)
         return _edit_result(prediction, images)
 
