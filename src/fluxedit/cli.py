@@ -57,7 +57,9 @@ ComponentsOption = Annotated[
     str | None,
     typer.Option(
         help="Needed with a single-file --model: a diffusers folder or hub id of FLUX.1 Kontext [dev] that provides "
-        "the text encoders, VAE and configs. [env: FLUXEDIT_COMPONENTS]",
+        "the text encoders, VAE and configs, or ComfyUI's component files (its models/ folder, or a comma-separated "
+        "list: clip_l, t5xxl_fp16 or t5xxl_fp8_e4m3fn(_scaled), ae .safetensors), read offline. "
+        "[env: FLUXEDIT_COMPONENTS]",
         show_default=False,
     ),
 ]

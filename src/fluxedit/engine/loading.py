@@ -16,6 +16,7 @@ from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from ..schema import ModelUnavailable
+from .comfy_components import comfy_component_files, load_comfy_pipeline
 from .devices import Placement, pick_device, pick_dtype, resolve_placement
 from .gguf_file import load_gguf_transformer
 from .hub_access import check_hub_access
@@ -180,11 +181,18 @@ def _from_pretrained(location: str, dtype: torch.dtype, **kwargs) -> FluxKontext
 
 def _load_single_file(source: ModelSource, components: str, target: _Target, token: str | None):
     """A BFL safetensors or GGUF transformer, with the text encoders, VAE and configs from `components`."""
-    path, dtype = source.location, target.dtype
+    dtype = target.dtype
+    comfy = comfy_component_files(components)
+    if comfy is not None:  # ComfyUI's clip_l / t5xxl / ae files: no diffusers repository needed
+        transformer = _single_file_transformer(source, comfy.transformer_config(), target)
+        pipe = load_comfy_pipeline(comfy, transformer, dtype)
+        _quantize_in_place(pipe, target, transformer=False, text_encoder=True)
+        return pipe
     rest = classify_source(components)
     if rest.kind in (SourceKind.single_file, SourceKind.gguf):
         raise ModelUnavailable(
-            f"--components must be a diffusers folder, a hub repo id or 'tiny' (got the file {components})"
+            f"--components must be a diffusers folder, a hub repo id, 'tiny', or ComfyUI's component files (a "
+            f"folder or a comma-separated list of clip_l, t5xxl and ae .safetensors files); got the file {components}"
         )
     if rest.kind is SourceKind.tiny:
         pipe = build_tiny_pipeline().to(dtype)
@@ -196,12 +204,7 @@ def _load_single_file(source: ModelSource, components: str, target: _Target, tok
             rest.location, subfolder="transformer", token=token, local_files_only=rest.kind is SourceKind.folder
         )
         pipe = None
-    if source.kind is SourceKind.gguf:
-        transformer = load_gguf_transformer(path, config, dtype)
-    else:
-        transformer = build_transformer(
-            config, BflSafetensors(path), target.precision.transformer, target.device, dtype
-        )
+    transformer = _single_file_transformer(source, config, target)
     if pipe is not None:
         pipe.transformer = transformer
         _quantize_in_place(pipe, target, transformer=False, text_encoder=True)
@@ -211,6 +214,14 @@ def _load_single_file(source: ModelSource, components: str, target: _Target, tok
     pipe = _from_pretrained_with(rest.location, dtype, transformer, quantization_config=config, **kwargs)
     _quantize_in_place(pipe, target, transformer=False, text_encoder="text_encoder_2" in later)
     return pipe
+
+
+def _single_file_transformer(source: ModelSource, config: dict, target: _Target):
+    if source.kind is SourceKind.gguf:
+        return load_gguf_transformer(source.location, config, target.dtype)
+    return build_transformer(
+        config, BflSafetensors(source.location), target.precision.transformer, target.device, target.dtype
+    )
 
 
 def _from_pretrained_with(location: str, dtype, transformer, **kwargs) -> FluxKontextPipeline:

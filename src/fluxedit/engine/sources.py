@@ -67,5 +67,7 @@ def require_components(source: ModelSource, components: str | None) -> None:
             f"{source.location} is a single-file transformer: the text encoders, VAE and configs come from "
             "--components (or FLUXEDIT_COMPONENTS). Pass a diffusers folder of FLUX.1 Kontext [dev] (the one holding "
             f"model_index.json), or its hub id {DEFAULT_MODEL} (gated: accept its licence and set HF_TOKEN; "
-            "about 10 GB is downloaded once)"
+            "about 10 GB is downloaded once), or ComfyUI's component files: its models/ folder (or a comma-separated "
+            "list) holding clip_l.safetensors, t5xxl_fp16.safetensors or t5xxl_fp8_e4m3fn(_scaled).safetensors, "
+            "and ae.safetensors"
         )

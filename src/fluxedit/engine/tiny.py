@@ -64,74 +64,84 @@ def tiny_t5_tokenizer() -> T5Tokenizer:
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
+TINY_TRANSFORMER_CONFIG = {
+    "patch_size": 1,
+    "in_channels": 64,
+    "num_layers": 1,
+    "num_single_layers": 1,
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "joint_attention_dim": TEXT_WIDTH,
+    "pooled_projection_dim": TEXT_WIDTH,
+    "guidance_embeds": True,
+    "axes_dims_rope": [4, 4, 8],
+}
+TINY_VAE_CONFIG = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": (4, 4, 4, 4),
+    "layers_per_block": 1,
+    "latent_channels": 16,
+    "norm_num_groups": 1,
+    "sample_size": 32,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+    "shift_factor": 0.1159,
+    "scaling_factor": 0.3611,
+}
+# FLUX's own scheduler settings (the real model's scheduler config holds these same values).
+FLUX_SCHEDULER_CONFIG = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "max_image_seq_len": 4096,
+    "max_shift": 1.15,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+}
+
+
+def tiny_clip_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_WIDTH,
+        intermediate_size=37,
+        num_hidden_layers=5,
+        num_attention_heads=4,
+        max_position_embeddings=CLIP_MAX_LENGTH,
+        projection_dim=TEXT_WIDTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def tiny_t5_config(tokenizer: T5Tokenizer) -> T5Config:
+    return T5Config(
+        vocab_size=len(tokenizer),
+        d_model=TEXT_WIDTH,
+        d_kv=8,
+        d_ff=37,
+        num_layers=5,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+
+
 def build_tiny_pipeline(seed: int = TINY_SEED) -> FluxKontextPipeline:
     """Build the tiny pipeline on the CPU in float32, same weights for the same seed."""
     torch.manual_seed(seed)
-    transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=64,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=TEXT_WIDTH,
-        pooled_projection_dim=TEXT_WIDTH,
-        guidance_embeds=True,
-        axes_dims_rope=[4, 4, 8],
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=(4, 4, 4, 4),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=1,
-        sample_size=32,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.1159,
-        scaling_factor=0.3611,
-    )
+    transformer = FluxTransformer2DModel(**TINY_TRANSFORMER_CONFIG)
+    vae = AutoencoderKL(**TINY_VAE_CONFIG)
     clip_tokenizer = tiny_clip_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(clip_tokenizer),
-            hidden_size=TEXT_WIDTH,
-            intermediate_size=37,
-            num_hidden_layers=5,
-            num_attention_heads=4,
-            max_position_embeddings=CLIP_MAX_LENGTH,
-            projection_dim=TEXT_WIDTH,
-            bos_token_id=clip_tokenizer.bos_token_id,
-            eos_token_id=clip_tokenizer.eos_token_id,
-            pad_token_id=clip_tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = CLIPTextModel(tiny_clip_config(clip_tokenizer))
     t5_tokenizer = tiny_t5_tokenizer()
-    text_encoder_2 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5_tokenizer),
-            d_model=TEXT_WIDTH,
-            d_kv=8,
-            d_ff=37,
-            num_layers=5,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            decoder_start_token_id=0,
-            pad_token_id=0,
-            eos_token_id=1,
-        )
-    )
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        base_image_seq_len=256,
-        base_shift=0.5,
-        max_image_seq_len=4096,
-        max_shift=1.15,
-        shift=3.0,
-        use_dynamic_shifting=True,
-    )
+    text_encoder_2 = T5EncoderModel(tiny_t5_config(t5_tokenizer))
+    scheduler = FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER_CONFIG)
     return FluxKontextPipeline(
         scheduler=scheduler,
         vae=vae,
