@@ -8,22 +8,34 @@ predictions are created at once; the wall time from the first create to the last
 second. Two nodes on one machine share its cores: the ratio shows what the pool adds (work on both nodes at
 once), not what two machines would (there, each node brings its own GPU).
 
+The service's overhead per prediction on PostgreSQL against SQLite, side by side in the same run: one
+`fluxedit serve --model tiny --workers 1` on a data folder's SQLite and one on a throwaway PostgreSQL cluster
+(tests/postgres.py's: Debian's initdb and pg_ctl in a temporary folder on a free loopback port), both up at
+once. After a warm-up, `--overhead-count` rounds each time one 1-step edit of a small image on each server in
+turn (the order flips every round), from the create to the long-poll answering success; the overhead is
+(wall time - the engine time the worker reported) / predictions: what the service and its database add.
+
     python -m bench.scale [--count 16] [--size 256] [--steps 4] [--cpus-per-node 1] [--small]
+                          [--overhead-count 10] [--part all|workers|database]
 
 Run it where Ray may bind this machine's address (or inside a loopback-only network namespace, as
-tests/cluster/run_in_netns.sh makes one).
+tests/cluster/run_in_netns.sh makes one). The database part needs PostgreSQL's server binaries (`make test`
+installs Debian's postgresql as root) and psycopg.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import pwd
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 from tests.helpers import encoded, pattern
+from tests.postgres import PostgresCluster, _free_port, _unprivileged_user, server_bindir
 from tests.service.server import Server
 
 TERMINAL = ("success", "error", "cancelled")
@@ -84,6 +96,86 @@ def throughput(address: str, workers: int, args, folder: Path) -> float:
     return took
 
 
+@contextlib.contextmanager
+def postgres_database():
+    """A throwaway PostgreSQL cluster (as the tests make one) with one migrated database: its URL."""
+    from fluxedit.store.database import migrate
+
+    bindir = server_bindir()
+    if bindir is None:
+        raise SystemExit(
+            "no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql, or --part workers"
+        )
+    run_as = _unprivileged_user() if os.geteuid() == 0 else None  # initdb refuses root
+    with tempfile.TemporaryDirectory(prefix="fluxedit-pg-") as folder:
+        if run_as is not None:
+            user = pwd.getpwnam(run_as)
+            os.chown(folder, user.pw_uid, user.pw_gid)
+        cluster = PostgresCluster(bindir, Path(folder), _free_port(), run_as)
+        cluster.start()
+        try:
+            url = cluster.create_database()
+            migrate(url)
+            yield url
+        finally:
+            cluster.stop()
+
+
+def timed_edit(client: httpx.Client, fields: dict, seed: int) -> tuple[float, float]:
+    """One prediction from its create to the long-poll answering its end: (wall seconds, engine seconds)."""
+    started = time.perf_counter()
+    body = {"model": "flux-kontext-dev", "input": {**fields, "seed": seed}}
+    prediction_id = client.post("/v1/prediction", json=body).json()["predictionID"]
+    prediction = {"status": "created"}
+    while prediction["status"] not in TERMINAL:
+        prediction = client.get(f"/v1/prediction/{prediction_id}", params={"wait": 60}).json()
+    wall = time.perf_counter() - started
+    if prediction["status"] != "success":
+        raise RuntimeError(f"a timed prediction ended {prediction['status']}: {prediction['logs'][-500:]}")
+    metrics = prediction["metrics"]
+    return wall, (metrics.get("generate_time") or 0.0) + (metrics.get("encode_time") or 0.0)
+
+
+def database_overhead(args, folder: Path) -> dict[str, float]:
+    """Seconds per prediction the service adds (wall minus engine time), on SQLite and on PostgreSQL."""
+    photo = encoded(pattern(64, 64), "PNG")
+    with postgres_database() as url, contextlib.ExitStack() as stack:
+        servers = {
+            "SQLite": Server(folder / "data-sqlite", "--workers", "1"),
+            "PostgreSQL": Server(folder / "data-postgres", "--workers", "1", "--database-url", url),
+        }
+        clients, fields = {}, {}
+        for name, server in servers.items():
+            stack.enter_context(server)
+            clients[name] = stack.enter_context(server.client())
+            file_id = clients[name].post("/v1/files", files={"file": ("p.png", photo)}).json()["id"]
+            fields[name] = {"prompt": "make it blue", "image_url": file_id, "num_inference_steps": 1}
+            timed_edit(clients[name], fields[name], seed=10_000)  # warm-up: the first edit and connections
+        wall, engine = dict.fromkeys(servers, 0.0), dict.fromkeys(servers, 0.0)
+        for round_ in range(args.overhead_count):
+            for name in list(servers) if round_ % 2 == 0 else list(servers)[::-1]:
+                took, ran = timed_edit(clients[name], fields[name], seed=round_)
+                wall[name] += took
+                engine[name] += ran
+    return {name: (wall[name] - engine[name]) / args.overhead_count for name in servers}
+
+
+def print_throughput(seconds: dict[int, float], args) -> None:
+    print(f"throughput, {args.count} edits of {args.size}x{args.size} ({args.steps} steps, tiny model on the CPU,")
+    print(f"one actor per Ray worker node of {args.cpus_per_node} CPU; the nodes share this machine's cores):")
+    for nodes, took in seconds.items():
+        print(f"  {nodes} worker node{'s' if nodes > 1 else ' '}  {took:6.1f} s   {args.count / took:5.2f} images/s")
+    print(f"  ratio two/one          {seconds[1] / seconds[2]:5.2f}x")
+
+
+def print_overhead(overhead: dict[str, float], args) -> None:
+    print(f"service overhead per prediction, {args.overhead_count} sequential 1-step edits on each database")
+    print("(a local worker; wall time from create to the long-poll's answer, minus the worker's engine time):")
+    for name, seconds in overhead.items():
+        print(f"  {name:<11} {seconds * 1000:7.1f} ms")
+    print(f"  ratio PostgreSQL/SQLite {overhead['PostgreSQL'] / overhead['SQLite']:5.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=16, help="predictions per size")
@@ -91,21 +183,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--cpus-per-node", type=int, default=1)
     parser.add_argument("--small", action="store_true", help="a quick run: 4 predictions of 128x128, 2 steps")
+    parser.add_argument("--overhead-count", type=int, default=10, help="timed predictions per database")
+    parts = "workers: one against two Ray nodes only; database: PostgreSQL against SQLite only"
+    parser.add_argument("--part", choices=("all", "workers", "database"), default="all", help=parts)
     args = parser.parse_args()
     if args.small:
         args.count, args.size, args.steps = 4, 128, 2
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    cluster = start_cluster(2, args.cpus_per_node)
-    try:
-        with tempfile.TemporaryDirectory(prefix="fluxedit-scale-") as folder:
-            seconds = {n: throughput(cluster.address, n, args, Path(folder)) for n in (1, 2)}
-    finally:
-        cluster.shutdown()
-    print(f"throughput, {args.count} edits of {args.size}x{args.size} ({args.steps} steps, tiny model on the CPU,")
-    print(f"one actor per Ray worker node of {args.cpus_per_node} CPU; the nodes share this machine's cores):")
-    for nodes, took in seconds.items():
-        print(f"  {nodes} worker node{'s' if nodes > 1 else ' '}  {took:6.1f} s   {args.count / took:5.2f} images/s")
-    print(f"  ratio two/one          {seconds[1] / seconds[2]:5.2f}x")
+    seconds, overhead = {}, {}
+    with tempfile.TemporaryDirectory(prefix="fluxedit-scale-") as folder:
+        if args.part in ("all", "workers"):
+            cluster = start_cluster(2, args.cpus_per_node)
+            try:
+                seconds = {n: throughput(cluster.address, n, args, Path(folder)) for n in (1, 2)}
+            finally:
+                cluster.shutdown()
+        if args.part in ("all", "database"):
+            overhead = database_overhead(args, Path(folder))
+    if seconds:
+        print_throughput(seconds, args)
+    if overhead:
+        print_overhead(overhead, args)
 
 
 if __name__ == "__main__":

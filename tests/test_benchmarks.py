@@ -1,9 +1,14 @@
 """The GPU benchmark must keep working where no GPU is lent: its reduced size runs on the CPU."""
 
+import re
 import subprocess
 import sys
 
+import pytest
 from bench.gpu import FULL, pass_tflop
+
+from tests.postgres import REQUIRED as POSTGRES_REQUIRED
+from tests.postgres import server_bindir
 
 
 def test_flop_count_of_a_full_size_pass_matches_the_design_figure():
@@ -38,3 +43,15 @@ def test_load_benchmark_prints_its_figures_and_loses_nothing():
     assert "statuses: {'success': 4}; not found again in the lists: 0" in result.stdout
     assert "create latency: p50" in result.stdout and "/health latency meanwhile" in result.stdout
     assert "fairness: light keys' median queue time / heavy key's =" in result.stdout
+
+
+def test_scale_benchmark_prints_the_service_overhead_on_postgresql_against_sqlite():
+    if server_bindir() is None and not POSTGRES_REQUIRED:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl); as root, `make test` installs them")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "--part", "database", "--overhead-count", "2"],
+        capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert re.search(r"SQLite +\d+\.\d ms\n  PostgreSQL +\d+\.\d ms\n  ratio PostgreSQL/SQLite +\d", result.stdout)
+    assert "throughput" not in result.stdout  # --part database: no Ray cluster
