@@ -69,3 +69,41 @@ def test_the_same_prompt_is_encoded_once(tiny_engine, landscape):
     finally:
         handle.remove()
     assert len(calls) == 2
+
+
+def test_on_cuda_hotswap_is_prepared_before_compiling_with_dynamic_shapes(monkeypatch):
+    """The CUDA-only configuration, checked on the CPU: an engine on a CUDA device prepares LoRA hotswapping with
+    the target rank before any adapter or compilation, and `high` then compiles the blocks with dynamic shapes
+    (one graph for the 17 Kontext sizes), on the loaded transformer itself."""
+    import torch
+
+    from fluxedit.engine.devices import Placement
+    from fluxedit.engine.loading import LoadedModel, load_model
+    from fluxedit.engine.loras import HOTSWAP_TARGET_RANK
+
+    loaded = load_model("tiny", device="cpu")
+    placement = Placement(torch.device("cuda"), loaded.placement.dtype, "gpu")
+    events = []
+    transformer = loaded.pipe.transformer
+    original = loaded.pipe.enable_lora_hotswap
+
+    def hotswap(**kwargs):
+        events.append(("hotswap", kwargs))
+        original(**kwargs)
+
+    monkeypatch.setattr(loaded.pipe, "enable_lora_hotswap", hotswap)
+    monkeypatch.setattr(transformer, "compile_repeated_blocks", lambda **kwargs: events.append(("compile", kwargs)))
+    engine = Engine(LoadedModel(loaded.pipe, loaded.source, placement, loaded.precision))
+    assert engine.loras.hotswap_rank == HOTSWAP_TARGET_RANK
+    assert transformer._prepare_lora_hotswap_kwargs["target_rank"] == HOTSWAP_TARGET_RANK
+    model, _notes = engine.fast.get()
+    assert model is transformer
+    assert events == [
+        ("hotswap", {"target_rank": HOTSWAP_TARGET_RANK}),
+        ("compile", {"fullgraph": True, "dynamic": True}),
+    ]
+
+
+def test_off_cuda_nothing_is_compiled_and_loras_load_the_ordinary_way(tiny_engine):
+    assert tiny_engine.loras.hotswap_rank is None
+    assert getattr(tiny_engine.pipe.transformer, "_prepare_lora_hotswap_kwargs", None) is None

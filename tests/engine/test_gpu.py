@@ -1,4 +1,5 @@
 """The engine on a CUDA GPU: bf16 placement, the memory modes, T5 kept on the CPU, fp8 and compile for `high`,
+no recompilation across LoRA switches and Kontext sizes,
 and out-of-memory surfacing as the error the worker recognises. Every test here asks for CUDA explicitly and is
 skipped, with its reason, where there is none (the rest of the suite runs the tiny model on the CPU)."""
 
@@ -95,6 +96,44 @@ def test_high_compiles_and_says_nothing_fell_back(gpu_engine, landscape):
     assert result.transformer_passes == 12 and result.acceleration == "high"
     assert not any("torch.compile unavailable" in line for line in result.logs), result.logs
     assert not any("need a CUDA GPU" in line for line in result.logs), result.logs
+
+
+def test_switching_loras_and_kontext_sizes_never_recompiles_after_warm_up(tmp_path, landscape):
+    """Compiled `high`: LoRAs are hotswapped into fixed slots (prepared before the first adapter) and the blocks are
+    compiled with dynamic shapes, so after one warm-up pass with a LoRA at each size, two LoRAs (and none) across
+    three Kontext sizes compile no new graph. Counted by torch._dynamo's own counters."""
+    from torch._dynamo.utils import counters
+
+    from fluxedit.engine.loras import LoraSpec
+    from tests import lora_builders as build
+
+    first = LoraSpec(str(build.write(build.diffusers_lora(seed=21), tmp_path / "first.safetensors")))
+    second = LoraSpec(str(build.write(build.diffusers_lora(seed=22), tmp_path / "second.safetensors")))
+    sizes = ("1:1", "16:9", "9:16")  # 1024x1024, 1392x752, 752x1392: three sequence lengths
+    engine = Engine.load(model="tiny", device="cuda", memory_mode="gpu")
+
+    def edit(engine, size, loras):
+        fields = {"resolution_mode": size, "num_inference_steps": 4, "acceleration": "high", "seed": 1}
+        return engine.generate(EditRequest(settings(**fields), [landscape], loras=loras)).pixels
+
+    try:
+        assert engine.loras.hotswap_rank is not None
+        for size in sizes:  # the warm-up: a LoRA in its slot, each size once
+            edit(engine, size, [first])
+        counters.clear()
+        outputs = {}
+        for size in sizes:
+            for name, loras in (("second", [second]), ("first", [first]), ("none", [])):
+                outputs[size, name] = edit(engine, size, loras)
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs == 0, f"{graphs} graphs compiled after the warm-up: {dict(counters['recompiles'])}"
+        assert engine.pipe.get_list_adapters()["transformer"] == ["slot_0"]
+        for size in sizes:  # the switches took effect
+            assert not np.array_equal(outputs[size, "first"], outputs[size, "second"])
+            assert not np.array_equal(outputs[size, "first"], outputs[size, "none"])
+    finally:
+        del engine
+        torch.cuda.empty_cache()
 
 
 def test_running_out_of_gpu_memory_raises_the_error_the_worker_recognises(landscape):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fluxedit.engine import EditRequest, Engine
-from fluxedit.engine.loras import LoraSpec
+from fluxedit.engine.loras import LoraManager, LoraSpec
 from fluxedit.engine.tiny import build_tiny_pipeline
 from fluxedit.imaging.decode import DecodedImage
 from fluxedit.schema import InputError, OutputFormat
@@ -130,3 +130,47 @@ def test_adapters_stay_loaded_up_to_the_limit(square, tmp_path):
         run(engine, square, [LoraSpec(str(path), 1.0)], num_inference_steps=1)
     assert len(engine.loras.loaded) == 2  # the least recently used one was dropped
     assert list(engine.loras.loaded.values()) == [str(paths[1]), str(paths[2])]
+
+
+def test_hotswap_mode_swaps_each_lora_into_its_slot_in_place_and_edits_as_a_fresh_load(engine, square, base, tmp_path):
+    """The compiled (CUDA) path's LoRA switching, run eagerly on the CPU: diffusers' hotswap is prepared with the
+    target rank before the first adapter, the second LoRA replaces the first's weights in slot_0 (no new adapter,
+    nothing for a compiled graph to recompile for), and each edit equals the same LoRA loaded the ordinary way."""
+    first = build.write(build.diffusers_lora(seed=11), tmp_path / "first.safetensors")
+    second = build.write(build.diffusers_lora(seed=12), tmp_path / "second.safetensors")
+    expected = {path: run(engine, square, [LoraSpec(str(path), 0.8)]) for path in (first, second)}
+
+    swapping = Engine.load(model="tiny", device="cpu")
+    calls = []
+    for method in ("enable_lora_hotswap", "load_lora_weights"):
+        original = getattr(swapping.pipe, method)
+
+        def record(*args, _original=original, _method=method, **kwargs):
+            calls.append((_method, kwargs.get("adapter_name"), kwargs.get("hotswap", False), kwargs.get("target_rank")))
+            return _original(*args, **kwargs)
+
+        setattr(swapping.pipe, method, record)
+    swapping.loras = LoraManager(swapping.pipe, hotswap_rank=8)
+    assert calls == [("enable_lora_hotswap", None, False, 8)]  # before any adapter exists
+    with_first = run(swapping, square, [LoraSpec(str(first), 0.8)])
+    with_second = run(swapping, square, [LoraSpec(str(second), 0.8)])
+    assert calls[1:] == [("load_lora_weights", "slot_0", False, None), ("load_lora_weights", "slot_0", True, None)]
+    assert swapping.pipe.get_list_adapters()["transformer"] == ["slot_0"]  # one slot, swapped in place
+    # Zero-padded to the target rank: the same products plus zeros, up to float32 rounding.
+    assert np.abs(with_first - expected[first]).max() < 1e-5
+    assert np.abs(with_second - expected[second]).max() < 1e-5
+    assert np.array_equal(run(swapping, square), base)  # no LoRA: the slot stays, at weight 0
+    assert len(calls) == 3  # and nothing was loaded for it
+
+
+def test_hotswap_mode_refuses_a_lora_for_another_model_and_keeps_working(square, base, tmp_path):
+    swapping = Engine.load(model="tiny", device="cpu")
+    swapping.loras = LoraManager(swapping.pipe, hotswap_rank=8)
+    good = build.write(build.diffusers_lora(seed=13), tmp_path / "good.safetensors")
+    sdxl = build.write(build.sdxl_lora(), tmp_path / "sdxl.safetensors")
+    with_good = run(swapping, square, [LoraSpec(str(good), 1.0)])
+    with pytest.raises(InputError, match=r"does not fit FLUX\.1 Kontext|is not a FLUX LoRA"):
+        run(swapping, square, [LoraSpec(str(sdxl), 1.0)])
+    assert swapping.loras.slots == []  # the refused LoRA's slot is gone, nothing half-loaded stays active
+    assert np.array_equal(run(swapping, square), base)
+    assert np.abs(run(swapping, square, [LoraSpec(str(good), 1.0)]) - with_good).max() < 1e-6

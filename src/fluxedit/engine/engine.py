@@ -27,10 +27,10 @@ from ..resolution import nearest_preferred_size
 from ..schema import MAX_REFERENCE_IMAGES, MAX_SEED, EditCancelled, EditSettings, InputError, OutputFormat
 from .acceleration import plan_steps
 from .denoise import DenoiseInputs, denoise, sigma_schedule
-from .fast_paths import FastTransformer, apply_attention_backend, pick_attention_backend
+from .fast_paths import FastTransformer, apply_attention_backend, compiles, pick_attention_backend
 from .kontext import encode_prompt, encode_references, position_ids
 from .loading import LoadedModel, load_model
-from .loras import DEFAULT_MAX_LOADED, LoraManager, LoraSpec
+from .loras import DEFAULT_MAX_LOADED, HOTSWAP_TARGET_RANK, LoraManager, LoraSpec
 from .masked import masked_start, start_step
 from .preview import latent_preview
 from .region_edit import laid_back, needs_region_edit, plan_region_edit
@@ -156,7 +156,9 @@ class Engine:
         apply_attention_backend(self.pipe.transformer, self.attention)
         self.fast = FastTransformer(self.pipe.transformer, self.device)
         self._prompts: OrderedDict[tuple, tuple] = OrderedDict()
-        self.loras = LoraManager(self.pipe, self.options.max_loras)
+        # Where `high` compiles, adapters are hotswapped from the first one on, so a switch never recompiles.
+        hotswap_rank = HOTSWAP_TARGET_RANK if compiles(self.device) else None
+        self.loras = LoraManager(self.pipe, self.options.max_loras, hotswap_rank)
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> Engine:

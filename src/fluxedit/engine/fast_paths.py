@@ -38,9 +38,17 @@ def apply_attention_backend(transformer: torch.nn.Module, backend: str) -> None:
         transformer.set_attention_backend(backend)
 
 
+def compiles(device: torch.device) -> bool:
+    """Whether `high` compiles the transformer here: on CUDA only. The engine then hotswaps LoRAs (loras.py)."""
+    return device.type == "cuda"
+
+
 class FastTransformer:
     """The transformer the `high` level runs: the loaded one itself (never a copy), compiled by repeated blocks
-    once, on CUDA. LoRAs stay valid: the engine's adapters live on this very module."""
+    once, on CUDA. LoRAs stay valid: the engine's adapters live on this very module, hotswapped into fixed slots
+    prepared before the first adapter loaded (LoraManager), so switching them never recompiles. The blocks are
+    compiled with dynamic shapes: the 17 Kontext sizes (and the reference's tokens) change the sequence length,
+    which then is a symbol in one graph instead of a recompilation per size."""
 
     def __init__(self, transformer: torch.nn.Module, device: torch.device):
         self.base = transformer
@@ -59,7 +67,7 @@ class FastTransformer:
 
     def _build(self) -> None:
         self._built = True
-        if self.device.type != "cuda":
+        if not compiles(self.device):
             self.notes = [
                 f"acceleration high: fp8 and torch.compile need a CUDA GPU; on {self.device.type} this edit used "
                 "step caching only"
@@ -69,7 +77,7 @@ class FastTransformer:
             self.notes.append("acceleration high: the transformer is not fp8 (load it with --quantize fp8 for fp8)")
         try:
             # Compiled in place: the module keeps its identity, its adapters and their switching.
-            self.base.compile_repeated_blocks(fullgraph=True)
+            self.base.compile_repeated_blocks(fullgraph=True, dynamic=True)
         except Exception as error:  # compile support varies with the torch build; eager still works
             self.notes.append(f"acceleration high: torch.compile unavailable ({type(error).__name__}); eager used")
 

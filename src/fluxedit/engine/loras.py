@@ -4,6 +4,14 @@ Each file becomes a named PEFT adapter (its content hash), so switching between
 cached adapters costs a `set_adapters` call, not a read from disk. Only
 safetensors files are read (never pickle). A LoRA that does not fit the model
 is refused and fully removed again, leaving the base model untouched.
+
+On a compiled transformer (CUDA, see fast_paths.py) adapters are hotswapped instead: diffusers'
+`enable_lora_hotswap(target_rank=...)` is called before the first adapter loads, which pads every adapter
+to that rank and keeps its scales as tensors; each LoRA of an edit then has a fixed slot (slot_0, slot_1,
+...) whose weights are replaced in place, all slots stay active (unused ones at weight 0), so the compiled
+graphs see the same modules and attributes whatever LoRA runs and are never recompiled for a switch. A LoRA
+that cannot be swapped into its slot (a rank above the target, layers the slot lacks, text-encoder layers)
+is loaded into the slot afresh: correct, at the cost of one recompilation, and logged.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from .lora_formats import bfl_lora_to_diffusers, lora_format
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_LOADED = 8
+# The highest LoRA rank hotswapped without recompiling (adapters are padded to it); higher ones load afresh.
+HOTSWAP_TARGET_RANK = 128
 # Several adapters on one model is the point here, not a mistake.
 warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute in the model")
 
@@ -37,11 +47,16 @@ class LoraSpec:
 
 
 class LoraManager:
-    def __init__(self, pipe, max_loaded: int = DEFAULT_MAX_LOADED):
+    def __init__(self, pipe, max_loaded: int = DEFAULT_MAX_LOADED, hotswap_rank: int | None = None):
         self.pipe = pipe
         self.max_loaded = max_loaded
         self.loaded: OrderedDict[str, str] = OrderedDict()  # adapter name -> path
         self.active: tuple[tuple[str, float], ...] = ()
+        self.hotswap_rank = hotswap_rank
+        self.slots: list[str] = []  # hotswap mode: the adapter (by content name) each slot holds now
+        if hotswap_rank:
+            # Before any adapter exists, as diffusers requires: it prepares the model for compiled hotswaps.
+            pipe.enable_lora_hotswap(target_rank=hotswap_rank)
 
     def forget_active(self) -> None:
         """Something else (a training) changed the model's adapters: set them again on the next edit."""
@@ -49,6 +64,8 @@ class LoraManager:
 
     def activate(self, specs: list[LoraSpec]) -> tuple[tuple[str, float], ...]:
         """Make exactly these adapters (with their scales) active; [] restores the base model."""
+        if self.hotswap_rank:
+            return self._activate_slots(specs)
         names = [self._ensure_loaded(spec) for spec in specs]
         wanted = tuple(zip(names, (spec.scale for spec in specs), strict=True))
         if wanted == self.active:
@@ -64,8 +81,56 @@ class LoraManager:
         log.debug("active LoRAs on %s: %s", type(transformer).__name__, wanted)
         return wanted
 
+    def _activate_slots(self, specs: list[LoraSpec]) -> tuple[tuple[str, float], ...]:
+        """Hotswap mode: LoRA i goes into slot i, in place; the set of active adapters never changes."""
+        names = [_adapter_name(spec) for spec in specs]
+        wanted = tuple(zip(names, (spec.scale for spec in specs), strict=True))
+        if wanted == self.active:
+            return wanted
+        for index, (name, spec) in enumerate(zip(names, specs, strict=True)):
+            if index < len(self.slots) and self.slots[index] == name:
+                continue
+            with torch.inference_mode(False):
+                self._fill_slot(index, name, _read_safetensors(spec), spec)
+        for name, spec in zip(names, specs, strict=True):  # what the slots hold, as `loaded` says elsewhere
+            self.loaded[name] = spec.path
+        for name in [n for n in self.loaded if n not in self.slots]:
+            del self.loaded[name]
+        if self.slots:
+            weights = [spec.scale for spec in specs] + [0.0] * (len(self.slots) - len(specs))
+            self.pipe.set_adapters(_slot_names(len(self.slots)), adapter_weights=weights)
+        self.active = wanted
+        log.debug("active LoRAs (hotswap slots) on %s: %s", type(self.pipe.transformer).__name__, wanted)
+        return wanted
+
+    def _fill_slot(self, index: int, name: str, state_dict: dict, spec: LoraSpec) -> None:
+        slot = f"slot_{index}"
+        self.active = None  # whatever happens below, set the adapters again on the next edit
+        if index < len(self.slots):
+            try:
+                self._load(slot, dict(state_dict), spec, hotswap=True)
+                self.slots[index] = name
+                return
+            except InputError as error:
+                log.warning("%s cannot be hotswapped into %s (%s): loaded afresh, one recompilation", spec.path, slot,
+                            error.problem)  # fmt: skip
+                self.pipe.delete_adapters(slot)
+        try:
+            self._load(slot, state_dict, spec)
+        except (
+            InputError
+        ):  # refused: this slot is gone (removed by _load); drop the later ones, keeping them contiguous
+            for later in _slot_names(len(self.slots))[index + 1 :]:
+                self.pipe.delete_adapters(later)
+            del self.slots[index:]
+            raise
+        if index < len(self.slots):
+            self.slots[index] = name
+        else:
+            self.slots.append(name)
+
     def _ensure_loaded(self, spec: LoraSpec) -> str:
-        name = "lora_" + (spec.digest or _file_digest(spec.path))[:16]
+        name = _adapter_name(spec)
         if name in self.loaded:
             self.loaded.move_to_end(name)
             return name
@@ -82,14 +147,19 @@ class LoraManager:
             self.pipe.delete_adapters(evicted)
         return name
 
-    def _load(self, name: str, state_dict: dict, spec: LoraSpec) -> None:
+    def _load(self, name: str, state_dict: dict, spec: LoraSpec, hotswap: bool = False) -> None:
         kind = lora_format(state_dict)
         try:
             if kind in ("bfl", "fal"):
                 config = self.pipe.transformer.config
                 state_dict = bfl_lora_to_diffusers(state_dict, config.num_attention_heads * config.attention_head_dim)
-            self.pipe.load_lora_weights(state_dict, adapter_name=name)
+            if hotswap:
+                self.pipe.load_lora_weights(state_dict, adapter_name=name, hotswap=True)
+            else:
+                self.pipe.load_lora_weights(state_dict, adapter_name=name)
         except Exception as error:  # any failure: undo whatever was injected, then refuse
+            if hotswap:  # the slot's adapter is still whole (peft checks before it swaps): the caller decides
+                raise InputError(spec.field, _reason(error)) from None
             self._remove_partial(name)
             raise InputError(
                 spec.field, f"{Path(spec.path).name} does not fit FLUX.1 Kontext: {_reason(error)}"
@@ -107,9 +177,17 @@ class LoraManager:
         adapters = self.pipe.get_list_adapters()
         if any(name in names for names in adapters.values()):
             self.pipe.delete_adapters(name)
-        if self.active:
+        if self.active and not self.hotswap_rank:
             names = [n for n, _ in self.active]
             self.pipe.set_adapters(names, adapter_weights=[s for _, s in self.active])
+
+
+def _adapter_name(spec: LoraSpec) -> str:
+    return "lora_" + (spec.digest or _file_digest(spec.path))[:16]
+
+
+def _slot_names(count: int) -> list[str]:
+    return [f"slot_{index}" for index in range(count)]
 
 
 def _read_safetensors(spec: LoraSpec) -> dict:
