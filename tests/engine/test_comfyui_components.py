@@ -159,3 +159,32 @@ def test_a_folder_without_the_autoencoder_says_which_file_is_missing(comfy_insta
     _save(tmp_path / "t5xxl_fp16.safetensors", comfy_t5(pipe))
     with pytest.raises(ModelUnavailable, match=r"lacks the FLUX autoencoder \(ae\) \(ae.safetensors\)"):
         Engine.load(model=str(comfy_install["transformer"]), components=str(tmp_path), device="cpu")
+
+
+def _comfy_tokenizers(root: Path) -> None:
+    """A ComfyUI install's own tokenizer files (here holding the tiny model's vocabularies): comfy/sd1_tokenizer/
+    with vocab.json and merges.txt, comfy/text_encoders/t5_tokenizer/ with tokenizer.json."""
+    import json
+
+    from fluxedit.engine.tiny import tiny_clip_tokenizer, tiny_t5_tokenizer
+
+    clip_dir = root / "comfy" / "sd1_tokenizer"
+    clip_dir.mkdir(parents=True)
+    (clip_dir / "vocab.json").write_text(json.dumps(tiny_clip_tokenizer().get_vocab()))
+    (clip_dir / "merges.txt").write_text("#version: 0.2\n")
+    tiny_t5_tokenizer().save_pretrained(root / "comfy" / "text_encoders" / "t5_tokenizer")
+
+
+def test_the_real_architectures_tokenizers_come_from_the_comfyui_install(tmp_path, monkeypatch):
+    from fluxedit.engine.comfy_components import ComponentFiles, _tokenizers
+    from fluxedit.engine.tiny import tiny_clip_tokenizer, tiny_t5_tokenizer
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    files = ComponentFiles("clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors", tmp_path / "models")
+    with pytest.raises(ModelUnavailable, match=r"CLIP-L's and T5's were found nowhere.*comfy/sd1_tokenizer/"):
+        _tokenizers(files, is_tiny=False)
+    _comfy_tokenizers(tmp_path)
+    clip, t5 = _tokenizers(files, is_tiny=False)
+    for text in ("a red scarf", "Make it WATERCOLOUR!"):
+        assert clip(text).input_ids == tiny_clip_tokenizer()(text).input_ids
+        assert t5(text).input_ids == tiny_t5_tokenizer()(text).input_ids

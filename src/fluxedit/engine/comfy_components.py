@@ -250,19 +250,42 @@ def _tokenizers(files: ComponentFiles, is_tiny: bool):
         return tiny.tiny_clip_tokenizer(), tiny.tiny_t5_tokenizer()
     roots = [files.search_root, *files.search_root.parents[:2]] if files.search_root else []
     clip = t5 = None
-    for root in roots:
-        clip_dir, t5_dir = root / "comfy" / "sd1_tokenizer", root / "comfy" / "text_encoders" / "t5_tokenizer"
-        if clip is None and (clip_dir / "vocab.json").is_file() and (clip_dir / "merges.txt").is_file():
-            clip = CLIPTokenizer(str(clip_dir / "vocab.json"), str(clip_dir / "merges.txt"), model_max_length=77)
-        if t5 is None and (t5_dir / "tokenizer.json").is_file():
-            t5 = T5TokenizerFast(tokenizer_file=str(t5_dir / "tokenizer.json"), model_max_length=512, extra_ids=0)
-    try:
-        clip = clip or CLIPTokenizer.from_pretrained(DEFAULT_MODEL, subfolder="tokenizer", local_files_only=True)
-        t5 = t5 or T5TokenizerFast.from_pretrained(DEFAULT_MODEL, subfolder="tokenizer_2", local_files_only=True)
-    except OSError:
+    for root in roots:  # a ComfyUI install: comfy/ beside models/
+        clip = clip or _clip_tokenizer(root / "comfy" / "sd1_tokenizer")
+        t5 = t5 or _t5_tokenizer(root / "comfy" / "text_encoders" / "t5_tokenizer")
+    cached = _hub_cache_folder()
+    if cached is not None:
+        clip = clip or _clip_tokenizer(cached / "tokenizer")
+        t5 = t5 or _t5_tokenizer(cached / "tokenizer_2")
+    if clip is None or t5 is None:
+        missing = " and ".join(name for name, found in (("CLIP-L's", clip), ("T5's", t5)) if found is None)
         raise ModelUnavailable(
-            "--components: ComfyUI's component files hold no tokenizers, and none were found: neither a ComfyUI "
-            "install around the folder given (comfy/sd1_tokenizer/ and comfy/text_encoders/t5_tokenizer/ beside "
-            f"models/) nor {DEFAULT_MODEL}'s tokenizer/ and tokenizer_2/ in the local hub cache"
-        ) from None
+            f"--components: ComfyUI's component files hold no tokenizers, and {missing} were found nowhere: neither "
+            "in a ComfyUI install around the folder given (comfy/sd1_tokenizer/ with vocab.json and merges.txt, "
+            "comfy/text_encoders/t5_tokenizer/ with tokenizer.json, beside models/) nor in the local hub cache of "
+            f"{DEFAULT_MODEL} (tokenizer/, tokenizer_2/)"
+        )
     return clip, t5
+
+
+def _clip_tokenizer(folder: Path) -> CLIPTokenizer | None:
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    return None
+
+
+def _t5_tokenizer(folder: Path) -> T5TokenizerFast | None:
+    if (folder / "tokenizer.json").is_file():
+        return T5TokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), model_max_length=512, extra_ids=0)
+    if (folder / "spiece.model").is_file():
+        return T5TokenizerFast(vocab_file=str(folder / "spiece.model"), model_max_length=512)
+    return None
+
+
+def _hub_cache_folder() -> Path | None:
+    """The local hub cache's snapshot of FLUX.1 Kontext [dev], if one is there (nothing is downloaded). Files are
+    looked for by name: transformers' from_pretrained would hand back an empty tokenizer for missing ones."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(DEFAULT_MODEL, "model_index.json")
+    return Path(found).parent if isinstance(found, str) else None
