@@ -139,6 +139,22 @@ def test_a_list_of_files_with_the_fp8_scaled_t5_edits_close_to_the_float_model(
     assert 0 < difference <= FP8_T5_TOLERANCE, f"fp8_scaled T5: max pixel difference {difference:.4f}"
 
 
+def test_a_gguf_transformer_with_the_comfyui_components_edits_as_with_the_diffusers_folder(
+    comfy_install, tiny_folder, offline, square, tmp_path
+):
+    """The GGUF path takes the same components: a BF16 GGUF transformer with ComfyUI's files gives what it gives
+    with the diffusers folder's text encoders and VAE (the same weights: equal up to summation order)."""
+    import gguf
+
+    from tests.engine.test_gguf import write_gguf
+
+    path = write_gguf(tmp_path / "flux1-kontext-dev-BF16.gguf", gguf.GGMLQuantizationType.BF16)
+    with_folder = run(Engine.load(model=str(path), components=str(tiny_folder), device="cpu", dtype="float32"), square)
+    engine = Engine.load(model=str(path), components=str(comfy_install["models"]), device="cpu", dtype="float32")
+    assert engine.model.source.kind == "gguf"
+    assert np.abs(run(engine, square) - with_folder).max() <= EXACT
+
+
 def test_a_component_file_with_missing_keys_is_named_with_what_it_lacks(comfy_install, tmp_path):
     pipe = build_tiny_pipeline()
     clip = {k: v for k, v in comfy_clip(pipe).items() if ".layers.3." not in k}
