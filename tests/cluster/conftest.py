@@ -13,6 +13,7 @@ import os
 import pytest
 
 from tests.cluster.ray_cluster import TestCluster
+from tests.service.server import free_port
 
 NETNS = os.environ.get("FLUXEDIT_CLUSTER_NETNS")
 REQUIRED = os.environ.get("FLUXEDIT_REQUIRE_CLUSTER") == "1"
@@ -28,18 +29,26 @@ def why_no_cluster() -> str | None:
     return None
 
 
-def start_cluster(worker_nodes: int) -> TestCluster:
+def start_cluster(worker_nodes: int, client_port: int | None = None) -> TestCluster:
     why = why_no_cluster()
     if why:
         if REQUIRED:
             pytest.fail(f"FLUXEDIT_REQUIRE_CLUSTER=1, but {why}")
         pytest.skip(why)
-    return TestCluster(worker_nodes)
+    return TestCluster(worker_nodes, client_port)
 
 
 @pytest.fixture(scope="module")
 def two_nodes():
     cluster = start_cluster(2)
+    yield cluster
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def two_nodes_with_client():
+    """Two GPU nodes, and the head's Ray Client server on a free loopback port (`client_address`)."""
+    cluster = start_cluster(2, client_port=free_port())
     yield cluster
     cluster.shutdown()
 

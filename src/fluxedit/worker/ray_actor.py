@@ -5,10 +5,12 @@ it. Here that connection is `QueueConnection`: the pool's `send` calls fill its 
 `next_events` long-polls drain its outbox, so a job runs, reports progress and obeys a cancel (within
 one step) exactly as it does in a local child. The actor is threaded: `send`, `next_events` and `stats`
 each have their own thread (one each: control messages arrive in the order the pool sent them), while
-the engine runs in the serving thread.
+the engine runs in the serving thread. Each method names its concurrency group where it is defined
+(`ray.method`), not in the pool's calls: Ray Client (`ray://`) refuses a per-call `concurrency_group` option,
+and the class it ships to the cluster is this module's, so only what is written here reaches the actor.
 
 Ray places the actor on a node with a free GPU (`num_gpus=1`) and sets CUDA_VISIBLE_DEVICES for it,
-so the engine sees exactly its own GPU. ray is imported by the pool, not here.
+so the engine sees exactly its own GPU.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import os
 import queue
 import threading
 from collections import Counter
+
+import ray
 
 from ..config import EngineConfig
 from .child import Worker, _describe
@@ -51,14 +55,14 @@ class EngineActor:
 
     def where(self) -> dict:
         """Where Ray placed this actor; the pool's first call, answered once the actor is placed."""
-        import ray
-
         context = ray.get_runtime_context()
         return {"pid": os.getpid(), "node_id": context.get_node_id(), "gpus": context.get_accelerator_ids()}
 
+    @ray.method(concurrency_group="control")
     def send(self, message: ToWorker) -> None:
         self.conn.inbox.put(message)
 
+    @ray.method(concurrency_group="events")
     def next_events(self, wait_s: float) -> list[FromWorker]:
         """The events sent since the last call, in order; waits up to `wait_s` for the first one."""
         try:
@@ -71,9 +75,10 @@ class EngineActor:
             except queue.Empty:
                 return events
 
+    @ray.method(concurrency_group="stats")
     def stats(self) -> dict:
         """Edits run and adapter loads so far (by adapter name: `lora_` + the digest's first 16 digits), counted
-        after each job: while one runs, this waits for its end. Call it in the "stats" concurrency group."""
+        after each job: while one runs, this waits for its end (in a thread of its own, so events still flow)."""
         with self._between_jobs:
             return {"pid": os.getpid(), "runs": self.runs, "lora_loads": dict(self.lora_loads)}
 

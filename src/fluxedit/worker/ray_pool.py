@@ -17,6 +17,7 @@ The actors are owned by this process: when the server ends, Ray ends them too.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import signal
@@ -57,12 +58,34 @@ POLL_S = 2.0  # one event long-poll waits this long at most; a dead actor fails 
 SIZING_TICK_S = 1.0  # how often idle actors are looked at
 PENDING = "waiting for Ray to place it on a node with a free GPU"
 NAMESPACE = "fluxedit"
+CLIENT_TRIES = 3  # Ray Client connections tried at start (ray://)
 
 
 async def _answer(ref):
     """An ObjectRef's value, awaited on the loop: through its future, which plain Ray and Ray Client (ray://) both
-    give."""
-    return await asyncio.wrap_future(ref.future())
+    give. A cancelled wait leaves Ray's future alone: Ray Client completes every pending future when its connection
+    closes and stops at the first that refuses (asyncio.wrap_future would have cancelled it), leaving the rest
+    unanswered."""
+    loop = asyncio.get_running_loop()
+    answer = loop.create_future()
+
+    def relay(done: concurrent.futures.Future) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, answer, done)
+
+    ref.future().add_done_callback(relay)
+    return await answer
+
+
+def _settle(answer: asyncio.Future, done: concurrent.futures.Future) -> None:
+    if answer.done():
+        return  # the wait was cancelled
+    if done.cancelled():
+        answer.cancel()
+    elif (error := done.exception()) is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(done.result())
 
 
 @contextlib.contextmanager
@@ -140,7 +163,7 @@ class RayWorkerPool:
         self.loop = asyncio.get_running_loop()
         if not ray.is_initialized():
             with _signal_handlers_kept():
-                ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=True)
+                self._connect()
             self._connected_here = True
         gpus = int(ray.cluster_resources().get("GPU", 0))
         self.max_workers = max(self.max_workers or gpus, self.min_workers, 1)
@@ -150,6 +173,22 @@ class RayWorkerPool:
         for _ in range(self.min_workers):
             self._add()
         self._sizing = asyncio.create_task(self._size_forever())
+
+    def _connect(self) -> None:
+        """ray.init; through Ray Client, tried CLIENT_TRIES times: the head starts a server process for each client
+        connection, and one that dies as it starts fails the connection (ConnectionAbortedError) though the next
+        may well work."""
+        tries = CLIENT_TRIES if self.address.startswith("ray://") else 1
+        for attempt in range(1, tries + 1):
+            try:
+                ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=True)
+                return
+            except ConnectionError as error:
+                if attempt == tries:
+                    raise
+                reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+                log.warning("Ray Client connection to %s failed (%s); trying again (%d of %d)", self.address, reason,
+                            attempt + 1, tries)  # fmt: skip
 
     # ---- actors: start, watch, replace, retire ----------------------------------------------------
 
@@ -177,7 +216,7 @@ class RayWorkerPool:
                 return
             handle.pid, handle.node_id, handle.reason = placed["pid"], placed["node_id"], None
             while True:
-                events = await _answer(actor.next_events.options(concurrency_group="events").remote(POLL_S))
+                events = await _answer(actor.next_events.remote(POLL_S))
                 for event in events:
                     if handle.actor is not actor:
                         return
@@ -299,7 +338,7 @@ class RayWorkerPool:
 
     def _send(self, handle: ActorHandle, message: ToWorker) -> None:
         if handle.actor is not None:  # a dead actor's calls fail quietly: its watcher reports the death
-            handle.actor.send.options(concurrency_group="control").remote(message)
+            handle.actor.send.remote(message)
 
     def submit(self, worker: str, jobs: Sequence[EditJob]) -> None:
         handle = self._ready(worker)

@@ -1,0 +1,92 @@
+"""GPU workers through Ray Client: a real server started with `--workers ray://127.0.0.1:PORT` (the head's client
+port) and no RAY_ADDRESS, the issue's headline command, on a head and two worker nodes that each declare one GPU:
+predictions succeed on the actors of both nodes, progress and previews stream back, a cancel lands within a step, and
+a node removed mid-edit (its actor's death reaching the server through the client connection) re-runs the edit on
+the other node."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.cluster.test_ray_workers import wait_workers, worker_of
+from tests.helpers import encoded, pattern
+from tests.service.server import Server, create, upload, wait_done
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def server(two_nodes_with_client, tmp_path_factory):
+    data = tmp_path_factory.mktemp("ray-client") / "data"
+    flags = ("--workers", two_nodes_with_client.client_address, "--min-workers", "2", "--max-workers", "2")
+    running = Server(data, *flags)
+    running.env.pop("RAY_ADDRESS", None)  # only the ray:// address may lead it to the cluster
+    with running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with server.client() as http:
+        yield http
+
+
+def test_predictions_run_to_success_on_the_actors_of_both_nodes(two_nodes_with_client, server, client):
+    workers = wait_workers(server, ["ready", "ready"])
+    assert [w["state"] for w in workers] == ["ready", "ready"], server.log()
+    actors = two_nodes_with_client.wait_for_actors(2)
+    assert {w["pid"] for w in workers} == {actor["pid"] for actor in actors.values()}  # the cluster's actors
+    assert len({actor["node_id"] for actor in actors.values()}) == 2  # one on each GPU node
+    runs_before = sum(actor["runs"] for actor in actors.values())
+
+    photo = upload(client, encoded(pattern(128, 128), "PNG"))["id"]
+    ids = [create(client, image_url=photo, seed=i, num_inference_steps=4) for i in range(6)]
+    done = [wait_done(client, prediction_id) for prediction_id in ids]
+
+    assert all(p["status"] == "success" for p in done), [(p["status"], p["logs"]) for p in done]
+    assert all(client.get(p["output"][0]).status_code == 200 for p in done)
+    assert {worker_of(p) for p in done} == {"worker-0", "worker-1"}
+    after = two_nodes_with_client.wait_for_actors(2)
+    assert sum(actor["runs"] for actor in after.values()) - runs_before == 6
+
+
+def test_progress_and_previews_stream_back_and_a_cancel_lands_within_a_step(server, client):
+    wait_workers(server, ["ready", "ready"])
+    big = upload(client, encoded(pattern(1024, 1024), "PNG"))["id"]
+    prediction_id = create(client, image_url=big, num_inference_steps=50)
+    names = []
+    with client.stream("GET", f"/v1/prediction/{prediction_id}/stream", params={"previews": "true"}) as events:
+        for line in events.iter_lines():
+            if line.startswith("event: "):
+                names.append(line.removeprefix("event: "))
+                if names.count("progress") == 2 and "cancel" not in names:
+                    client.post(f"/v1/prediction/{prediction_id}/cancel")
+                    names.append("cancel")
+                if names[-1] == "done":
+                    break
+    prediction = client.get(f"/v1/prediction/{prediction_id}").json()
+    assert prediction["status"] == "cancelled" and "cancelled while running" in prediction["logs"]
+    assert names.count("preview") >= 2  # previews came back through the client connection too
+    assert 2 <= names.count("progress") < 50  # the actor stopped the edit before its last step
+
+
+def test_a_node_removed_mid_edit_reruns_its_prediction_on_the_other_node(two_nodes_with_client, server, client):
+    wait_workers(server, ["ready", "ready"])
+    big = upload(client, encoded(pattern(1024, 1024), "PNG"))["id"]
+    prediction_id = create(client, image_url=big, num_inference_steps=20, seed=9)
+    with client.stream("GET", f"/v1/prediction/{prediction_id}/stream") as events:
+        next(line for line in events.iter_lines() if line.startswith("event: progress"))  # it is running
+    victim = worker_of(client.get(f"/v1/prediction/{prediction_id}").json())
+    pid = next(w["pid"] for w in httpx.get(server.url + "/health").json()["workers"] if w["name"] == victim)
+    actors = two_nodes_with_client.actors(stats=False).values()
+    node_id = next(actor["node_id"] for actor in actors if actor["pid"] == pid)
+
+    two_nodes_with_client.remove_worker_node(node_id)
+    done = wait_done(client, prediction_id, timeout=300)
+
+    assert done["status"] == "success", done["output"]
+    assert "re-queued: its worker was lost" in done["logs"]
+    assert worker_of(done) != victim  # the other node ran it
+    lost = next(w for w in httpx.get(server.url + "/health").json()["workers"] if w["name"] == victim)
+    assert lost["restarts"] == 1 and lost["state"] == "starting"  # replaced: pending until a GPU node is free
