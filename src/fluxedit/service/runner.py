@@ -82,7 +82,10 @@ class Runner:
         subscribe_prediction_effects(lifecycle, hub, metrics, webhooks, self.queue_gauge)
         self.context = RunContext(sessions, files, hub, metrics, lifecycle, wake=wake or asyncio.Event())
         admission = Admission(
-            max_queue=max_queue, max_queue_per_key=max_queue_per_key, rate_limit=rate_limit, burst=rate_limit_burst,
+            max_queue=max_queue,
+            max_queue_per_key=max_queue_per_key,
+            rate_limit=rate_limit,
+            burst=rate_limit_burst,
             sessions=sessions,
         )
         self.intake = Intake(self.context, admission, resolver, lora_resolver, price_per_image)
