@@ -6,9 +6,14 @@ the other node."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
+from fluxedit.config import EngineConfig
+from fluxedit.worker.messages import WorkerState
+from fluxedit.worker.ray_pool import RayWorkerPool
 from tests.cluster.test_ray_workers import wait_workers, worker_of
 from tests.helpers import encoded, pattern
 from tests.service.server import Server, create, upload, wait_done
@@ -90,3 +95,25 @@ def test_a_node_removed_mid_edit_reruns_its_prediction_on_the_other_node(two_nod
     assert worker_of(done) != victim  # the other node ran it
     lost = next(w for w in httpx.get(server.url + "/health").json()["workers"] if w["name"] == victim)
     assert lost["restarts"] == 1 and lost["state"] == "starting"  # replaced: pending until a GPU node is free
+
+
+class DisconnectedActorClass:
+    """What `ray.remote(EngineActor)` answers once a Ray Client connection is lost for good: every call refuses."""
+
+    def options(self, **_options):
+        return self
+
+    def remote(self, *_args):
+        raise ConnectionError("Ray client has already been disconnected due to an error.")
+
+
+def test_a_lost_ray_client_connection_leaves_the_worker_failed_saying_why_and_nothing_raises(tmp_path):
+    async def scenario():
+        pool = RayWorkerPool(EngineConfig(device="cpu"), reader=None, address="ray://head:10001", max_workers=1)
+        pool.loop, pool._remote = asyncio.get_running_loop(), DisconnectedActorClass()
+        pool.want_workers(queued=1)  # as the dispatcher asks after a round: must not raise into it
+        return pool.workers()
+
+    (worker,) = asyncio.run(scenario())
+    assert worker.state == WorkerState.failed
+    assert "Ray cannot be reached at ray://head:10001" in worker.reason and "disconnected" in worker.reason

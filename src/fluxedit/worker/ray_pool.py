@@ -199,9 +199,13 @@ class RayWorkerPool:
         self._launch(handle)
 
     def _launch(self, handle: ActorHandle) -> None:
-        actor = self._remote.options(
-            name=f"{self.prefix}-{handle.name}-{handle.restarts}", num_gpus=1, num_cpus=1, max_restarts=0
-        ).remote(self.config, self.reader)
+        try:
+            actor = self._remote.options(
+                name=f"{self.prefix}-{handle.name}-{handle.restarts}", num_gpus=1, num_cpus=1, max_restarts=0
+            ).remote(self.config, self.reader)
+        except Exception as error:  # Ray itself is out of reach (a Ray Client connection lost for good): no actor
+            self._unreachable(handle, error)
+            return
         handle.actor, handle.state, handle.reason = actor, WorkerState.starting, PENDING
         handle.job_ids, handle.info, handle.pid, handle.node_id = [], None, None, None
         handle.loras.clear()
@@ -258,6 +262,17 @@ class RayWorkerPool:
         handle.state, handle.job_ids, handle.info, handle.pid = WorkerState.starting, [], None, None
         handle.reason = PENDING
         self.on_event(handle.view(), Died(None, job_ids, requeue=True))
+        delay = RESTART_DELAYS[min(handle.crashes_in_a_row - 1, len(RESTART_DELAYS) - 1)]
+        self.loop.call_later(delay, self._relaunch, handle)
+
+    def _unreachable(self, handle: ActorHandle, error: Exception) -> None:
+        """The worker is `failed`, saying why, and is tried again with the crash back-off: it may come back."""
+        handle.actor, handle.state, handle.job_ids, handle.info, handle.pid = None, WorkerState.failed, [], None, None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        handle.reason = f"Ray cannot be reached at {self.address} ({reason}); trying again"
+        log.error("%s: %s (a Ray Client connection lost for good comes back only when the server restarts)",
+                  handle.name, handle.reason)  # fmt: skip
+        handle.crashes_in_a_row += 1
         delay = RESTART_DELAYS[min(handle.crashes_in_a_row - 1, len(RESTART_DELAYS) - 1)]
         self.loop.call_later(delay, self._relaunch, handle)
 
@@ -337,8 +352,12 @@ class RayWorkerPool:
         return handle
 
     def _send(self, handle: ActorHandle, message: ToWorker) -> None:
-        if handle.actor is not None:  # a dead actor's calls fail quietly: its watcher reports the death
+        if handle.actor is None:
+            return
+        try:  # a dead actor's calls fail quietly: its watcher reports the death
             handle.actor.send.remote(message)
+        except Exception as error:  # a lost Ray Client connection refuses at once; the watcher's poll fails too
+            log.warning("%s: could not send %s: %s", handle.name, type(message).__name__, error)
 
     def submit(self, worker: str, jobs: Sequence[EditJob]) -> None:
         handle = self._ready(worker)
