@@ -142,7 +142,7 @@ def test_hotswap_mode_swaps_each_lora_into_its_slot_in_place_and_edits_as_a_fres
 
     swapping = Engine.load(model="tiny", device="cpu")
     calls = []
-    for method in ("enable_lora_hotswap", "load_lora_weights"):
+    for method in ("enable_lora_hotswap", "load_lora_weights", "set_adapters"):
         original = getattr(swapping.pipe, method)
 
         def record(*args, _original=original, _method=method, **kwargs):
@@ -154,13 +154,21 @@ def test_hotswap_mode_swaps_each_lora_into_its_slot_in_place_and_edits_as_a_fres
     assert calls == [("enable_lora_hotswap", None, False, 8)]  # before any adapter exists
     with_first = run(swapping, square, [LoraSpec(str(first), 0.8)])
     with_second = run(swapping, square, [LoraSpec(str(second), 0.8)])
-    assert calls[1:] == [("load_lora_weights", "slot_0", False, None), ("load_lora_weights", "slot_0", True, None)]
+    # slot_0 loaded once and made active once; the second LoRA swapped into it, its scale written in place
+    assert calls[1:] == [
+        ("load_lora_weights", "slot_0", False, None),
+        ("set_adapters", None, False, None),
+        ("load_lora_weights", "slot_0", True, None),
+    ]
     assert swapping.pipe.get_list_adapters()["transformer"] == ["slot_0"]  # one slot, swapped in place
+    layers = [m for m in swapping.pipe.transformer.modules() if isinstance(getattr(m, "scaling", None), dict)]
+    assert layers and all(isinstance(m.scaling["slot_0"], torch.Tensor) for m in layers)  # no float constants
     # Zero-padded to the target rank: the same products plus zeros, up to float32 rounding.
     assert np.abs(with_first - expected[first]).max() < 1e-5
     assert np.abs(with_second - expected[second]).max() < 1e-5
     assert np.array_equal(run(swapping, square), base)  # no LoRA: the slot stays, at weight 0
-    assert len(calls) == 3  # and nothing was loaded for it
+    assert np.abs(run(swapping, square, [LoraSpec(str(second), 0.8)]) - expected[second]).max() < 1e-5
+    assert len(calls) == 4  # nothing loaded or re-activated for these: only the scalings changed
 
 
 def test_hotswap_mode_refuses_a_lora_for_another_model_and_keeps_working(square, base, tmp_path):

@@ -8,8 +8,9 @@ is refused and fully removed again, leaving the base model untouched.
 On a compiled transformer (CUDA, see fast_paths.py) adapters are hotswapped instead: diffusers'
 `enable_lora_hotswap(target_rank=...)` is called before the first adapter loads, which pads every adapter
 to that rank and keeps its scales as tensors; each LoRA of an edit then has a fixed slot (slot_0, slot_1,
-...) whose weights are replaced in place, all slots stay active (unused ones at weight 0), so the compiled
-graphs see the same modules and attributes whatever LoRA runs and are never recompiled for a switch. A LoRA
+...) whose weights are replaced in place, all slots stay active (unused ones at weight 0) and the scales are
+written into the layers' scaling tensors in place, so the compiled graphs see the same modules and
+attributes whatever LoRA runs and are never recompiled for a switch. A LoRA
 that cannot be swapped into its slot (a rank above the target, layers the slot lacks, text-encoder layers)
 is loaded into the slot afresh: correct, at the cost of one recompilation, and logged.
 """
@@ -54,6 +55,7 @@ class LoraManager:
         self.active: tuple[tuple[str, float], ...] = ()
         self.hotswap_rank = hotswap_rank
         self.slots: list[str] = []  # hotswap mode: the adapter (by content name) each slot holds now
+        self._units: dict[tuple[int, str], float] = {}  # (module, slot) -> its scaling at weight 1 for that LoRA
         if hotswap_rank:
             # Before any adapter exists, as diffusers requires: it prepares the model for compiled hotswaps.
             pipe.enable_lora_hotswap(target_rank=hotswap_rank)
@@ -87,30 +89,58 @@ class LoraManager:
         wanted = tuple(zip(names, (spec.scale for spec in specs), strict=True))
         if wanted == self.active:
             return wanted
+        slots_before = list(self.slots)
         for index, (name, spec) in enumerate(zip(names, specs, strict=True)):
             if index < len(self.slots) and self.slots[index] == name:
                 continue
             with torch.inference_mode(False):
-                self._fill_slot(index, name, _read_safetensors(spec), spec)
+                refilled = self._fill_slot(index, name, _read_safetensors(spec), spec)
+            self._units.update(_unit_scalings(self._lora_modules(), f"slot_{index}"))
+            if refilled:
+                slots_before = None  # a new adapter: the active set changes (the one recompilation it costs)
         for name, spec in zip(names, specs, strict=True):  # what the slots hold, as `loaded` says elsewhere
             self.loaded[name] = spec.path
         for name in [n for n in self.loaded if n not in self.slots]:
             del self.loaded[name]
         if self.slots:
             weights = [spec.scale for spec in specs] + [0.0] * (len(self.slots) - len(specs))
-            self.pipe.set_adapters(_slot_names(len(self.slots)), adapter_weights=weights)
+            if slots_before is None or len(slots_before) != len(self.slots):
+                self.pipe.set_adapters(_slot_names(len(self.slots)), adapter_weights=[1.0] * len(self.slots))
+            with torch.inference_mode(False), torch.no_grad():  # ordinary tensors: the next swap writes them too
+                self._set_slot_weights(weights)
         self.active = wanted
         log.debug("active LoRAs (hotswap slots) on %s: %s", type(self.pipe.transformer).__name__, wanted)
         return wanted
 
-    def _fill_slot(self, index: int, name: str, state_dict: dict, spec: LoraSpec) -> None:
+    def _lora_modules(self) -> list[torch.nn.Module]:
+        parts = (self.pipe.transformer, self.pipe.text_encoder, self.pipe.text_encoder_2)
+        modules = [m for part in parts if part is not None for m in part.modules()]
+        return [m for m in modules if isinstance(getattr(m, "scaling", None), dict)]
+
+    def _set_slot_weights(self, weights: list[float]) -> None:
+        """Each slot's scale, written into its layers' scaling tensors in place: peft's set_adapters puts Python
+        floats there, a new constant for a compiled graph at every new scale (and 0 for an unused slot)."""
+        for module in self._lora_modules():
+            for index, weight in enumerate(weights):
+                slot = f"slot_{index}"
+                unit = self._units.get((id(module), slot))
+                if unit is None or slot not in module.scaling:
+                    continue
+                if isinstance(module.scaling[slot], torch.Tensor):
+                    module.scaling[slot].fill_(unit * weight)
+                else:  # a float (set_adapters writes them): a tensor from now on, changed in place
+                    device = next(module.parameters()).device
+                    module.scaling[slot] = torch.tensor(unit * weight, dtype=torch.float32, device=device)
+
+    def _fill_slot(self, index: int, name: str, state_dict: dict, spec: LoraSpec) -> bool:
+        """Put the LoRA into slot `index`: swapped in place (False), or loaded afresh (True)."""
         slot = f"slot_{index}"
         self.active = None  # whatever happens below, set the adapters again on the next edit
         if index < len(self.slots):
             try:
                 self._load(slot, dict(state_dict), spec, hotswap=True)
                 self.slots[index] = name
-                return
+                return False
             except InputError as error:
                 log.warning("%s cannot be hotswapped into %s (%s): loaded afresh, one recompilation", spec.path, slot,
                             error.problem)  # fmt: skip
@@ -128,6 +158,7 @@ class LoraManager:
             self.slots[index] = name
         else:
             self.slots.append(name)
+        return True
 
     def _ensure_loaded(self, spec: LoraSpec) -> str:
         name = _adapter_name(spec)
@@ -180,6 +211,11 @@ class LoraManager:
         if self.active and not self.hotswap_rank:
             names = [n for n, _ in self.active]
             self.pipe.set_adapters(names, adapter_weights=[s for _, s in self.active])
+
+
+def _unit_scalings(modules: list[torch.nn.Module], slot: str) -> dict[tuple[int, str], float]:
+    """The scalings a slot's LoRA has right after loading (alpha / rank per layer): its weight-1 values."""
+    return {(id(m), slot): float(m.scaling[slot]) for m in modules if slot in m.scaling}
 
 
 def _adapter_name(spec: LoraSpec) -> str:
