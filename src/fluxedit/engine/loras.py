@@ -55,6 +55,7 @@ class LoraManager:
         self.active: tuple[tuple[str, float], ...] = ()
         self.hotswap_rank = hotswap_rank
         self.slots: list[str] = []  # hotswap mode: the adapter (by content name) each slot holds now
+        self._reactivate = False  # hotswap mode: the slots must be made active again (after a training)
         self._units: dict[tuple[int, str], float] = {}  # (module, slot) -> its scaling at weight 1 for that LoRA
         if hotswap_rank:
             # Before any adapter exists, as diffusers requires: it prepares the model for compiled hotswaps.
@@ -63,6 +64,7 @@ class LoraManager:
     def forget_active(self) -> None:
         """Something else (a training) changed the model's adapters: set them again on the next edit."""
         self.active = None
+        self._reactivate = True
 
     def activate(self, specs: list[LoraSpec]) -> tuple[tuple[str, float], ...]:
         """Make exactly these adapters (with their scales) active; [] restores the base model."""
@@ -104,7 +106,8 @@ class LoraManager:
             del self.loaded[name]
         if self.slots:
             weights = [spec.scale for spec in specs] + [0.0] * (len(self.slots) - len(specs))
-            if slots_before is None or len(slots_before) != len(self.slots):
+            if self._reactivate or slots_before is None or len(slots_before) != len(self.slots):
+                self._reactivate = False
                 self.pipe.set_adapters(_slot_names(len(self.slots)), adapter_weights=[1.0] * len(self.slots))
             with torch.inference_mode(False), torch.no_grad():  # ordinary tensors: the next swap writes them too
                 self._set_slot_weights(weights)
