@@ -12,6 +12,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from .pool_protocol import EventHandler, WorkerView
 
 log = logging.getLogger(__name__)
 RESTART_DELAYS = (0.0, 1.0, 5.0, 15.0, 60.0)  # after repeated crashes, wait longer before starting again
+PIPE_BUFFER_BYTES = 8 << 20  # a result's few MB of images fit in the pipe at once (the kernel may cap it lower)
 
 
 @dataclass
@@ -71,6 +73,18 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(len(list(gpus.iterdir())))] if gpus.is_dir() else []
 
 
+def _widen(conn: Connection) -> None:
+    """Give the pipe (a socket pair on Unix) room for a whole result. With the default ~200 KB, a child sending
+    a few MB of images waits for the reader thread to drain each part: a round of thread wake-ups per part."""
+    with contextlib.suppress(OSError):  # not a socket (another platform): the default buffers still work
+        end = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PIPE_BUFFER_BYTES)
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PIPE_BUFFER_BYTES)
+        finally:
+            end.close()  # only the duplicate: the option stays on the socket both descriptors share
+
+
 class LocalWorkerPool:
     def __init__(self, config: EngineConfig, count: int, reader: LocalStoreReader):
         self.config = config
@@ -95,6 +109,8 @@ class LocalWorkerPool:
 
     def _spawn(self, worker: WorkerHandle) -> None:
         parent_end, child_end = self.context.Pipe(duplex=True)
+        for end in (parent_end, child_end):
+            _widen(end)
         process = self.context.Process(
             target=child_main,
             args=(child_end, self.config, worker.visible_device, self.reader),
