@@ -1,5 +1,6 @@
 """The GPU benchmark must keep working where no GPU is lent: its reduced size runs on the CPU."""
 
+import os
 import re
 import subprocess
 import sys
@@ -17,15 +18,27 @@ def test_flop_count_of_a_full_size_pass_matches_the_design_figure():
 
 
 def test_gpu_benchmark_runs_at_a_reduced_size_on_the_cpu():
+    # The precision rows ride along (one process: each start costs ~10 s of imports): int8 goes through
+    # the engine's quantize_module, and its weights hold fewer bytes than the unquantized ones.
     result = subprocess.run(
         [sys.executable, "-m", "bench.gpu", "--small", "--steps", "3", "--repeats", "1", "--memory", "gpu",
-         "--device", "cpu"],
+         "--device", "cpu", "--precisions", "none,int8", "--precision-steps", "1"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| gpu | none | 3 |" in result.stdout and "| gpu | regular |" in result.stdout
     assert "fp8 and torch.compile need a CUDA GPU" in result.stdout
     assert "written to" not in result.stdout  # a test never rewrites docs/performance.md
+    assert re.search(r"\| none \| the model dtype \| [\d.e-]+ \| 1\.00 \|", result.stdout)
+    int8 = re.search(r"\| int8 \| int8 weights \| [\d.e-]+ \| (\d\.\d\d) \|", result.stdout)
+    assert int8 and float(int8.group(1)) < 0.9, result.stdout[-2000:]
+
+
+def test_gpu_benchmark_without_a_gpu_says_so_and_exits_cleanly():
+    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # on a GPU machine too: never the full size here
+    result = subprocess.run([sys.executable, "-m", "bench.gpu"], capture_output=True, text=True, timeout=120,
+                            env=environment)  # fmt: skip
+    assert result.returncode == 0 and "no CUDA GPU here" in result.stdout, result.stderr[-2000:]
 
 
 def test_gpu_benchmark_refuses_to_publish_a_small_run():
