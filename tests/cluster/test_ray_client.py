@@ -14,7 +14,7 @@ import pytest
 from fluxedit.config import EngineConfig
 from fluxedit.worker.messages import WorkerState
 from fluxedit.worker.ray_pool import RayWorkerPool
-from tests.cluster.test_ray_workers import wait_workers, worker_of
+from tests.cluster.test_ray_workers import stream_and_cancel_after_two_steps, wait_workers, worker_of
 from tests.helpers import encoded, pattern
 from tests.service.server import Server, create, upload, wait_done
 
@@ -58,20 +58,7 @@ def test_predictions_run_to_success_on_the_actors_of_both_nodes(two_nodes_with_c
 
 def test_progress_and_previews_stream_back_and_a_cancel_lands_within_a_step(server, client):
     wait_workers(server, ["ready", "ready"])
-    big = upload(client, encoded(pattern(1024, 1024), "PNG"))["id"]
-    prediction_id = create(client, image_url=big, num_inference_steps=50)
-    names = []
-    with client.stream("GET", f"/v1/prediction/{prediction_id}/stream", params={"previews": "true"}) as events:
-        for line in events.iter_lines():
-            if line.startswith("event: "):
-                names.append(line.removeprefix("event: "))
-                if names.count("progress") == 2 and "cancel" not in names:
-                    client.post(f"/v1/prediction/{prediction_id}/cancel")
-                    names.append("cancel")
-                if names[-1] == "done":
-                    break
-    prediction = client.get(f"/v1/prediction/{prediction_id}").json()
-    assert prediction["status"] == "cancelled" and "cancelled while running" in prediction["logs"]
+    names = stream_and_cancel_after_two_steps(client)
     assert names.count("preview") >= 2  # previews came back through the client connection too
     assert 2 <= names.count("progress") < 50  # the actor stopped the edit before its last step
 

@@ -95,7 +95,9 @@ def test_lora_affinity_each_adapter_is_loaded_once_per_worker_at_most(two_nodes,
     assert len(ran_on["ink"]) == len(ran_on["neon"]) == 1 and ran_on["ink"] != ran_on["neon"], ran_on
 
 
-def test_progress_and_previews_stream_back_and_a_cancel_lands_within_a_step(client):
+def stream_and_cancel_after_two_steps(client) -> list[str]:
+    """A 50-step edit streamed with previews and cancelled after its second progress event: the event names
+    seen (with "cancel" where the cancel was asked), once the prediction ended cancelled while running."""
     big = upload(client, encoded(pattern(1024, 1024), "PNG"))["id"]
     prediction_id = create(client, image_url=big, num_inference_steps=50)
     names = []
@@ -110,6 +112,11 @@ def test_progress_and_previews_stream_back_and_a_cancel_lands_within_a_step(clie
                     break
     prediction = client.get(f"/v1/prediction/{prediction_id}").json()
     assert prediction["status"] == "cancelled" and "cancelled while running" in prediction["logs"]
+    return names
+
+
+def test_progress_and_previews_stream_back_and_a_cancel_lands_within_a_step(client):
+    names = stream_and_cancel_after_two_steps(client)
     assert names.count("preview") >= 2  # previews came back from the actor too
     assert 2 <= names.count("progress") < 50  # the actor stopped the edit before its last step
 
