@@ -71,3 +71,36 @@ def test_a_running_prediction_is_cancelled_through_the_protocol(tmp_path):
         assert follow_up.status == Status.success
 
     run(tmp_path, scenario)
+
+
+def test_a_stop_stores_a_result_the_worker_handed_over_before_it_stopped(tmp_path, monkeypatch):
+    """The pool is idle the moment a worker hands its result over; storing it takes a while (a large PNG, an
+    S3 upload). A stop in that window used to cancel the storing: the edit was lost and stayed processing."""
+    from fluxedit.service.results import Results
+
+    stored = Results.finish
+
+    async def slow_finish(self, prediction_id, result):
+        await asyncio.sleep(0.5)
+        await stored(self, prediction_id, result)
+
+    monkeypatch.setattr(Results, "finish", slow_finish)
+
+    async def main() -> None:
+        services = Services.build(Settings(data_dir=tmp_path / "data", drain_timeout=5))
+        pool = InProcessPool(LocalStoreReader(services.files.folder, services.loras.folder))
+        services.pool = pool
+        services.runner.attach_pool(pool)
+        await services.start()
+        prediction = await create(services)
+        for _ in range(200):
+            if pool.submitted and not pool.busy_job_ids():
+                break  # the worker is done; its result is being stored
+            await asyncio.sleep(0.01)
+        assert services.runner.get(prediction.id).status == Status.processing
+        await services.stop()
+        ended = services.runner.get(prediction.id)
+        assert ended.status == Status.success, ended.logs
+        assert services.files.read(ended.output[0]) == PHOTO
+
+    asyncio.run(main())

@@ -3,7 +3,8 @@
 One object, built by the Runner and handed to each part (preparation, dispatch, timeouts, worker events,
 results), so a part names what it uses (`context.pool`, `context.lifecycle`) and the pool can be attached
 after the parts exist. Background tasks (preparing inputs, storing results) are kept here too, so a stop
-can cancel them all and a failure is logged, never lost.
+can cancel them all and a failure is logged, never lost. Tasks that finish work a worker already did
+(storing a result) are `finishing`: a stop waits for them, since cancelling one loses a finished edit.
 """
 
 from __future__ import annotations
@@ -35,20 +36,29 @@ class RunContext:
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # something may be ready to dispatch
     draining: bool = False  # the server is stopping: interrupted work goes back to the queue
     tasks: set[asyncio.Task] = field(default_factory=set)
+    finishing: set[asyncio.Task] = field(default_factory=set)  # the subset a stop waits for
 
     def get(self, prediction_id: str) -> Prediction | None:
         with self.sessions() as session:
             return session.get(Prediction, prediction_id)
 
-    def spawn(self, coroutine) -> None:
+    def spawn(self, coroutine, *, finishing: bool = False) -> None:
         task = asyncio.create_task(coroutine)
         self.tasks.add(task)
+        if finishing:
+            self.finishing.add(task)
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
+        self.finishing.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("runner task failed", exc_info=task.exception())
+
+    async def wait_finishing(self, timeout: float) -> None:
+        """Let every task that stores finished work end, for at most `timeout` s."""
+        if self.finishing:
+            await asyncio.wait(list(self.finishing), timeout=timeout)
 
     def cancel_tasks(self) -> None:
         for task in list(self.tasks):

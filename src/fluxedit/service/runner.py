@@ -48,6 +48,7 @@ from .worker_events import WorkerEvents
 
 MAX_ATTEMPTS = 2  # a prediction interrupted by a server stop runs once more, then fails
 RUNNING = (Status.starting, Status.processing)
+STORE_RESULTS_TIMEOUT = 60.0  # a stop waits this long for finished work to be stored (an S3 upload, say)
 
 
 class Runner:
@@ -159,6 +160,10 @@ class Runner:
         deadline = time.monotonic() + 10
         while self.pool.busy_job_ids() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        # A worker that is idle may have handed its result over a moment ago: store it before stopping.
+        await self.context.wait_finishing(STORE_RESULTS_TIMEOUT)
+        if self.trainings is not None:
+            await self.trainings.wait_finishing(STORE_RESULTS_TIMEOUT)
         self.context.cancel_tasks()
 
     # ---- creation, cancel, waiting --------------------------------------------------------

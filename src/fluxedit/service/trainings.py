@@ -225,6 +225,11 @@ class TrainingRunner:
             log_line="the worker stopped; resuming from the last checkpoint",
         )
 
+    async def wait_finishing(self, timeout: float) -> None:
+        """A stop lets the checkpoints being stored be recorded, for at most `timeout` s."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
     def _in_background(self, training_id: str, work) -> None:
         """Storing a slice's files takes a while (S3, a LoRA of megabytes): off the loop, and the training is not
         handed out again until its newest checkpoint is recorded."""

@@ -60,7 +60,7 @@ class WorkerEvents:
             case Progress(job_id, step, total, preview):
                 context.hub.publish(job_id, {"type": "progress", "step": step, "total": total, "preview": preview})
             case Done(job_id, result):
-                context.spawn(self.results.finish(job_id, result))
+                context.spawn(self.results.finish(job_id, result), finishing=True)
             case Failed(job_id, code, message):
                 lifecycle.fail(job_id, code, message)
             case Cancelled(job_id):
