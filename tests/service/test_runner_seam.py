@@ -104,3 +104,25 @@ def test_a_stop_stores_a_result_the_worker_handed_over_before_it_stopped(tmp_pat
         assert services.files.read(ended.output[0]) == PHOTO
 
     asyncio.run(main())
+
+
+def test_the_queue_depth_gauge_counts_what_waits_whenever_it_is_read(tmp_path):
+    def depth(services: Services) -> float:
+        return services.metrics.registry.get_sample_value("fluxedit_queue_depth")
+
+    async def scenario(services: Services, pool: InProcessPool) -> None:
+        running = await create(services)
+        pool.hold.add(running.id)
+        for _ in range(200):
+            if services.runner.get(running.id).status == Status.processing:
+                break
+            await asyncio.sleep(0.01)
+        waiting = [await create(services, seed=seed) for seed in (1, 2)]
+        assert depth(services) == 2  # the worker is busy: both wait
+        await services.runner.cancel(waiting[0].id)
+        assert depth(services) == 1
+        await services.runner.cancel(running.id)
+        assert (await services.runner.wait(waiting[1].id, 10)).status == Status.success
+        assert depth(services) == 0
+
+    run(tmp_path, scenario)

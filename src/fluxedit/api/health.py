@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Literal
 
@@ -73,7 +74,7 @@ async def health(found: ServicesDep) -> JSONResponse:
         status=status,
         reason=reason,
         workers=[worker_health(w) for w in workers],
-        queue_depth=int(found.metrics.queue_depth._value.get()),
+        queue_depth=await asyncio.to_thread(found.runner.queue_gauge.count),
         role=role,
     )
     # Fields a worker has not reported yet stay out, as before: a load balancer reads status alone.
@@ -93,4 +94,5 @@ async def health(found: ServicesDep) -> JSONResponse:
     },
 )
 async def metrics(found: ServicesDep) -> Response:
-    return Response(generate_latest(found.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    exposition = await asyncio.to_thread(generate_latest, found.metrics.registry)  # the queue gauge counts in the store
+    return Response(exposition, media_type=CONTENT_TYPE_LATEST)

@@ -54,15 +54,13 @@ class Lifecycle:
         self.row_type = row_type
         self.cleared_on_requeue = cleared_on_requeue  # fields a return to `created` resets (a prediction's start)
         self._within: list[WithinTransaction] = []
-        self._after: list[tuple[AfterCommit, bool]] = []
+        self._after: list[AfterCommit] = []
 
     def within_transaction(self, subscriber: WithinTransaction) -> None:
         self._within.append(subscriber)
 
-    def after_commit(self, subscriber: AfterCommit, *, once_per_commit: bool = False) -> None:
-        """`once_per_commit`: after a bulk commit, called once (with its last change) instead of once per row:
-        for what recounts everything anyway (the queue gauge)."""
-        self._after.append((subscriber, once_per_commit))
+    def after_commit(self, subscriber: AfterCommit) -> None:
+        self._after.append(subscriber)
 
     def create(self, row, check: Callable[[Session], None] | None = None) -> None:
         """Insert a new row (status `created`). `check` runs after the insert, in its transaction: what it raises
@@ -140,8 +138,8 @@ class Lifecycle:
     def _announce(self, changes: list[StatusChange]) -> None:
         if not changes:
             return
-        for subscriber, once in self._after:
-            for change in changes[-1:] if once else changes:
+        for subscriber in self._after:
+            for change in changes:
                 try:
                     subscriber(change)
                 except Exception:  # the change is committed: one failing subscriber must not stop the others

@@ -68,25 +68,15 @@ class Results:
         )
 
     async def _store_images(self, prediction_id: str, owner_key_id: str | None, result: JobResult) -> list[str]:
-        files = self.context.files
+        """All the images, or none (a quota that one of them does not fit: none), in one trip off the loop."""
         content_type = CONTENT_TYPES[result.format]
-        if files.quota is not None:  # all the images fit, or none is stored
-            await asyncio.to_thread(files.quota.check, owner_key_id, sum(len(data) for data in result.images))
-        output_ids = []
-        try:
-            for index, data in enumerate(result.images):
-                record = await asyncio.to_thread(
-                    files.put,
-                    data,
-                    purpose="output",
-                    content_type=content_type,
-                    filename=f"{prediction_id}-{index}.{EXTENSIONS[content_type]}",
-                    owner_key_id=owner_key_id,
-                    size=(result.width, result.height),
-                )
-                output_ids.append(record.id)
-        except Exception:
-            for file_id in output_ids:  # a failed prediction keeps no half of its outputs
-                await asyncio.to_thread(files.delete, file_id)
-            raise
-        return output_ids
+        extension = EXTENSIONS[content_type]
+        records = await asyncio.to_thread(
+            self.context.files.put_outputs,
+            result.images,
+            content_type=content_type,
+            filenames=[f"{prediction_id}-{index}.{extension}" for index in range(len(result.images))],
+            owner_key_id=owner_key_id,
+            size=(result.width, result.height),
+        )
+        return [record.id for record in records]

@@ -80,7 +80,7 @@ class Runner:
         self.trainings = trainings
         lifecycle = Lifecycle(sessions, Prediction, cleared_on_requeue=("started_at",))
         self.queue_gauge = QueueGauge(sessions, metrics)
-        subscribe_prediction_effects(lifecycle, hub, metrics, webhooks, self.queue_gauge)
+        subscribe_prediction_effects(lifecycle, hub, metrics, webhooks)
         self.context = RunContext(sessions, files, hub, metrics, lifecycle, wake=wake or asyncio.Event())
         admission = Admission(
             max_queue=max_queue,
@@ -143,7 +143,6 @@ class Runner:
         if self.trainings is not None:
             self.trainings.attach(self.pool, self.context.wake)
             self.trainings.recover()
-        self.queue_gauge.refresh()
         self._dispatching = asyncio.create_task(self.dispatcher.run_forever())
         self.context.wake.set()
 

@@ -1,8 +1,9 @@
 """What follows a status change: each effect subscribes to a Lifecycle's status-change event.
 
 Within the change's transaction: the webhook's delivery row (service/notify.py), so the change and its
-webhook commit together. After the commit: the ended-predictions counter, waking long-polls and SSE
-streams (the EventHub), and the queue-depth gauge (once per commit: a batch's thousand rows recount once).
+webhook commit together. After the commit: the ended-predictions counter, and waking long-polls and SSE
+streams (the EventHub). The queue-depth gauge is counted when it is read (a scrape, /health), not on each
+change: a prediction changes status four times, and the count was a query on each one's critical path.
 A prediction of a batch that ends may end its batch (service/batch_ends.py), in the same transaction, so the
 batch's end and its webhook commit with the change of its last prediction.
 """
@@ -19,14 +20,11 @@ from .lifecycle import Lifecycle, StatusChange
 from .metrics import ServiceMetrics
 
 
-def subscribe_prediction_effects(
-    lifecycle: Lifecycle, hub: EventHub, metrics: ServiceMetrics, webhooks, queue_gauge: QueueGauge
-) -> None:
+def subscribe_prediction_effects(lifecycle: Lifecycle, hub: EventHub, metrics: ServiceMetrics, webhooks) -> None:
     lifecycle.within_transaction(lambda session, change: webhooks.changed(change.row, change.previous,
                                                                           change.logged, session=session))  # fmt: skip
     lifecycle.after_commit(lambda change: count_ended(metrics, change))
     lifecycle.after_commit(lambda change: tell_waiters(hub, change))
-    lifecycle.after_commit(lambda change: queue_gauge.refresh(), once_per_commit=True)
 
 
 def subscribe_batch_effects(lifecycle: Lifecycle, batch_ends) -> None:
@@ -52,13 +50,13 @@ def count_ended(metrics: ServiceMetrics, change: StatusChange) -> None:
 
 
 class QueueGauge:
-    """The queue-depth gauge: how many predictions wait (status `created`), counted in the store."""
+    """The queue-depth gauge: how many predictions wait (status `created`), counted in the store each time the
+    gauge is read, so every replica reports the shared queue exactly, and changing a status costs no count."""
 
     def __init__(self, sessions: sessionmaker[Session], metrics: ServiceMetrics):
         self.sessions = sessions
-        self.metrics = metrics
+        metrics.queue_depth.set_function(self.count)
 
-    def refresh(self) -> None:
+    def count(self) -> int:
         with self.sessions() as session:
-            waiting = session.scalar(select(func.count()).where(Prediction.status == Status.created))
-        self.metrics.queue_depth.set(waiting)
+            return session.scalar(select(func.count()).where(Prediction.status == Status.created)) or 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +182,40 @@ class FileStore:
             with self.sessions.begin() as session:
                 session.add(record)
         return record
+
+    def put_outputs(
+        self,
+        images: Sequence[bytes],
+        *,
+        content_type: str,
+        filenames: Sequence[str],
+        owner_key_id: str | None,
+        size: tuple[int, int],
+    ) -> list[StoredFile]:
+        """Store a prediction's output images: all of them or none. One quota check holds for their total, and
+        their records commit in one transaction (a prediction's result is on its critical path)."""
+        records = [self._output_record(data, filename, content_type, owner_key_id, size)
+                   for data, filename in zip(images, filenames, strict=True)]  # fmt: skip
+        total = sum(len(data) for data in images)
+        with self.quota.room_for(owner_key_id, total) if self.quota else nullcontext():
+            try:
+                for record, data in zip(records, images, strict=True):
+                    self._write(record.id, data)
+                with self.sessions.begin() as session:
+                    session.add_all(records)
+            except BaseException:
+                for record in records:  # no half of a result stays behind
+                    self.objects.delete(file_key(record.id))
+                raise
+        return records
+
+    @staticmethod
+    def _output_record(data: bytes, filename: str, content_type: str, owner_key_id, size) -> StoredFile:
+        return StoredFile(
+            id=new_file_id(), owner_key_id=owner_key_id, purpose="output", filename=filename[:255],
+            content_type=content_type, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+            width=size[0], height=size[1],
+        )  # fmt: skip
 
     def _write(self, file_id: str, data: bytes) -> None:
         self.objects.put(file_key(file_id), data)  # whole or not at all: a crash never leaves half a file
