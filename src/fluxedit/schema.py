@@ -56,6 +56,7 @@ class Status(StrEnum):
 
 ENDED_STATUSES = frozenset({Status.success, Status.error, Status.cancelled})
 ACTIVE_STATUSES = frozenset({Status.created, Status.starting, Status.processing})
+RUNNING_STATUSES = (Status.starting, Status.processing)  # on a worker (handed over, or running)
 
 
 class FluxeditError(Exception):

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import base64
 
+from sqlalchemy import select
+
 from fluxedit.config import Settings
 from fluxedit.schema import EditInput, Status
 from fluxedit.service.keys import Caller
 from fluxedit.service.services import Services
 from fluxedit.store.files import LocalStoreReader
+from fluxedit.store.models import StoredFile
 from tests.helpers import encoded, pattern
 from tests.service.fake_pool import InProcessPool
 
@@ -124,5 +127,30 @@ def test_the_queue_depth_gauge_counts_what_waits_whenever_it_is_read(tmp_path):
         await services.runner.cancel(running.id)
         assert (await services.runner.wait(waiting[1].id, 10)).status == Status.success
         assert depth(services) == 0
+
+    run(tmp_path, scenario)
+
+
+def test_a_result_that_arrives_after_its_prediction_ended_is_not_stored(tmp_path):
+    """A worker's last step can finish just as the prediction ends another way (its execution timeout, a
+    cancel): the late result changes nothing, and its image is not left behind in the store."""
+
+    async def scenario(services: Services, pool: InProcessPool) -> None:
+        prediction = await create(services)
+        pool.hold.add(prediction.id)
+        for _ in range(200):
+            if services.runner.get(prediction.id).status == Status.processing:
+                break
+            await asyncio.sleep(0.01)
+        services.runner.context.lifecycle.fail(prediction.id, "EXECUTION_TIMEOUT", "it ran longer than 1 s")
+        pool.finish_held(prediction.id)
+        await services.runner.context.wait_finishing(10)
+        ended = services.runner.get(prediction.id)
+        assert (ended.status, ended.error_code, ended.output) == (Status.error, "EXECUTION_TIMEOUT", None)
+        with services.files.sessions() as session:
+            outputs = session.scalars(select(StoredFile).where(StoredFile.purpose == "output")).all()
+        assert outputs == []
+        follow_up = await services.runner.wait((await create(services)).id, 10)  # the worker is free again
+        assert follow_up.status == Status.success
 
     run(tmp_path, scenario)

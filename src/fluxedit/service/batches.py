@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select, tuple_
 
-from ..schema import MODEL_SLUG, EditInput, FluxeditError, InputError, Status, validated_input
+from ..schema import MODEL_SLUG, RUNNING_STATUSES, EditInput, FluxeditError, InputError, Status, validated_input
 from ..store.models import Batch, Prediction, StoredFile, utcnow
 from .admission import BatchLimits, price_ceiling
 from .batch_zip import BatchImage, Skipped
@@ -227,7 +227,7 @@ class Batches:
                 batch.status = Status.cancelled
             rows = session.execute(
                 select(Prediction.id, Prediction.status).where(
-                    Prediction.batch_id == batch_id, Prediction.status.in_((Status.created, *RUNNING))
+                    Prediction.batch_id == batch_id, Prediction.status.in_((Status.created, *RUNNING_STATUSES))
                 )
             ).all()
         waiting = [row_id for row_id, status in rows if status == Status.created]
@@ -236,12 +236,9 @@ class Batches:
             completed_at=utcnow(),
         )  # fmt: skip
         for row_id, status in rows:
-            if status in RUNNING:
+            if status in RUNNING_STATUSES:
                 await self.runner.cancel(row_id)
         return self.get(caller, batch_id)
-
-
-RUNNING = (Status.starting, Status.processing)
 
 
 def _item_input(settings: EditInput, image: BatchImage, index: int, template_prompt: bool) -> EditInput:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..schema import Status
+from ..schema import RUNNING_STATUSES, Status
 from ..store.files import CONTENT_TYPES, EXTENSIONS
 from ..store.models import utcnow
 from ..worker.messages import JobResult
@@ -36,6 +36,9 @@ class Results:
 
     async def _store(self, prediction_id: str, result: JobResult) -> None:
         prediction = self.context.get(prediction_id)
+        if prediction is None or prediction.status not in RUNNING_STATUSES or prediction.started_at is None:
+            log.info("the result of %s came after it ended or was re-queued; it is dropped", prediction_id)
+            return  # e.g. its execution timeout, or a cancel, won the race with the worker's last step
         flags = result.has_nsfw_concepts
         if flags and all(flags):
             self.context.lifecycle.fail(
@@ -48,7 +51,7 @@ class Results:
         self.context.metrics.predict_time.observe(predict_time)
         timings = {f"{k}_time": round(v, 4) for k, v in result.timings.items()}
         generated = (result.generated_width, result.generated_height)  # 0: as priced (the result's own size)
-        self.context.lifecycle.change(
+        changed = self.context.lifecycle.change(
             prediction_id,
             Status.success,
             output=output_ids,
@@ -66,6 +69,9 @@ class Results:
             },
             log_line="\n".join([*result.logs, f"done in {predict_time:.2f} s, seed {result.seed}"]),
         )
+        if not changed:  # it ended while its images were being stored: they belong to nothing
+            for file_id in output_ids:
+                await asyncio.to_thread(self.context.files.delete, file_id)
 
     async def _store_images(self, prediction_id: str, owner_key_id: str | None, result: JobResult) -> list[str]:
         """All the images, or none (a quota that one of them does not fit: none), in one trip off the loop."""

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..schema import EditInput, Status
+from ..schema import RUNNING_STATUSES, EditInput, Status
 from ..store.files import FileStore
 from ..store.models import Prediction
 from ..worker.messages import WorkerEvent
@@ -47,7 +47,6 @@ from .timeouts import CANCEL_GRACE_S, Deadlines
 from .worker_events import WorkerEvents
 
 MAX_ATTEMPTS = 2  # a prediction interrupted by a server stop runs once more, then fails
-RUNNING = (Status.starting, Status.processing)
 STORE_RESULTS_TIMEOUT = 60.0  # a stop waits this long for finished work to be stored (an S3 upload, say)
 
 
@@ -121,7 +120,7 @@ class Runner:
         """Recover what a previous run (or a replica that led before this one) left, then start dispatching."""
         self.leading = True
         with self.context.sessions() as session:
-            interrupted = list(session.scalars(select(Prediction).where(Prediction.status.in_(RUNNING))))
+            interrupted = list(session.scalars(select(Prediction).where(Prediction.status.in_(RUNNING_STATUSES))))
             unprepared = list(
                 session.scalars(select(Prediction).where(Prediction.status == Status.created, ~Prediction.inputs_ready))
             )
