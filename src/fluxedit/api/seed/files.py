@@ -1,16 +1,12 @@
 """POST /v1/files: upload an image to use as image_url; outputs are served under /outputs/.
 
-Bytes on this machine's disk are sent as files; bytes in an object store (S3) are streamed through, or, with
-FLUXEDIT_S3_PRESIGNED_SECONDS set, answered by a 307 to a presigned URL of the bucket (after the same checks).
+The bytes are answered by api/stored_responses.py, after this module's checks (the owner, the file's state).
 """
 
 from __future__ import annotations
 
-import asyncio
-from urllib.parse import quote
-
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
@@ -25,6 +21,7 @@ from ..bodies import request_body
 from ..deps import BaseUrlDep, CallerDep, ServicesDep
 from ..docs import binary_response
 from ..errors import SEED_ERRORS, ApiError, not_found
+from ..stored_responses import stored_file_response
 from ..uploads import MAX_FORM_FIELD_BYTES, MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD, store_upload
 from .protocol import FileChecksums, FileUpload, FileUrls
 from .protocol import StoredFile as FileView
@@ -78,34 +75,6 @@ def _owned_file(found: Services, who: Caller, file_id: str) -> StoredFile:
     return record
 
 
-async def _stored_bytes(
-    found: Services, record: StoredFile, what: str, *, filename: str | None = None, headers: dict | None = None
-) -> Response:
-    """The file's bytes as a response, or 404 when they are gone (deleted by hand, lost): never a 500."""
-    files = found.files
-    path = files.local_path(record.id)
-    if path is not None:
-        if not path.is_file():
-            raise ApiError(404, f"{what} not found: its data was removed from this server")
-        return FileResponse(path, media_type=record.content_type, filename=filename, headers=headers)
-    seconds = found.settings.s3_presigned_seconds
-    if seconds and (url := await asyncio.to_thread(files.presigned_url, record, seconds, filename)):
-        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
-    if not await asyncio.to_thread(files.has_bytes, record.id):
-        raise ApiError(404, f"{what} not found: its data was removed from this server")
-    disposition = {"Content-Disposition": _attachment(filename)} if filename else {}
-    sized = {"Content-Length": str(record.size)}
-    return StreamingResponse(
-        files.chunks(record.id), media_type=record.content_type, headers={**(headers or {}), **disposition, **sized}
-    )  # a blocking iterator: Starlette reads it in a thread
-
-
-def _attachment(filename: str) -> str:
-    """The Content-Disposition a FileResponse sends for the same name."""
-    quoted = quote(filename)
-    return f"attachment; filename*=utf-8''{quoted}" if quoted != filename else f'attachment; filename="{filename}"'
-
-
 def _unfinished_user(found: Services, who: Caller, file_id: str) -> str | None:
     """A prediction of this key, not yet ended, that has the file as an input (it would fail without it)."""
     owned = Prediction.owner_key_id.is_(None) if who.key_id is None else Prediction.owner_key_id == who.key_id
@@ -125,7 +94,7 @@ async def get_file(found: ServicesDep, who: CallerDep, file_id: str, base: BaseU
 @router.get("/v1/files/{file_id}/content", response_class=FileResponse, responses=IMAGE_BYTES)
 async def get_file_content(found: ServicesDep, who: CallerDep, file_id: str) -> Response:
     record = _owned_file(found, who, file_id)
-    return await _stored_bytes(found, record, f"file {file_id}", filename=record.filename)
+    return await stored_file_response(found, record, f"file {file_id}", filename=record.filename)
 
 
 @router.delete("/v1/files/{file_id}", status_code=204)
@@ -148,4 +117,4 @@ async def get_output(found: ServicesDep, name: str) -> Response:
     if record is None or record.purpose != "output" or EXTENSIONS.get(record.content_type) != extension:
         raise not_found(f"output {name}")
     immutable = {"Cache-Control": "public, max-age=31536000, immutable"}
-    return await _stored_bytes(found, record, f"output {name}", headers=immutable)
+    return await stored_file_response(found, record, f"output {name}", headers=immutable)

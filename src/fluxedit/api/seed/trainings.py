@@ -24,9 +24,9 @@ from ..bodies import NoBody, json_body, request_body, required_object
 from ..deps import BaseUrlDep, CallerDep, ServicesDep, WaitDep
 from ..docs import binary_response
 from ..errors import SEED_ERRORS, ApiError, not_found
+from ..stored_responses import stored_file_response
 from ..uploads import MAX_FORM_FIELD_BYTES
 from . import protocol
-from .files import _stored_bytes as stored_bytes
 from .protocol import TrainingList, TrainingRequest, TrainingUpload
 
 router = APIRouter(prefix="/v1/trainings", tags=["trainings"], responses=SEED_ERRORS)
@@ -163,7 +163,7 @@ async def download_lora(
     if training.status == Status.success:
         record = await asyncio.to_thread(found.trainings.store.lora, training, FORMATS[format])
     if record is not None:
-        return await stored_bytes(found, record, f"the LoRA of training {training_id}", filename=name)
+        return await stored_file_response(found, record, f"the LoRA of training {training_id}", filename=name)
     local = Path(training.work_dir) / FORMATS[format]  # a training of an older version: in its local folder
     if training.status != Status.success or in_store(training.data_dir) or not local.is_file():
         raise ApiError(409, f"training {training_id} has no LoRA yet (status {training.status})")
