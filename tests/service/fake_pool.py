@@ -125,3 +125,18 @@ class InProcessPool:
     def _view(self, name: str) -> WorkerView:
         info = WorkerInfo(device="cpu", memory_mode="full", attention="sdpa")
         return WorkerView(name, self.states[name], info=info, job_ids=tuple(self.running[name]))
+
+
+class InProcessClusterPool(InProcessPool):
+    """The same pool, as a ClusterPool: it records how many workers the dispatcher asks for, and prefers no
+    worker for any LoRA (it has one kind of worker)."""
+
+    def __init__(self, reader: LocalStoreReader, count: int = 1):
+        super().__init__(reader, count)
+        self.asked: list[int] = []
+
+    def want_workers(self, queued: int) -> None:
+        self.asked.append(queued)
+
+    def free_worker_for(self, lora_digests: Sequence[str]) -> WorkerView | None:
+        return self.free_worker()

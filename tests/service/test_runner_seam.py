@@ -15,17 +15,17 @@ from fluxedit.service.services import Services
 from fluxedit.store.files import LocalStoreReader
 from fluxedit.store.models import StoredFile
 from tests.helpers import encoded, pattern
-from tests.service.fake_pool import InProcessPool
+from tests.service.fake_pool import InProcessClusterPool, InProcessPool
 
 PHOTO = encoded(pattern(96, 64), "PNG")
 PHOTO_URI = "data:image/png;base64," + base64.b64encode(PHOTO).decode()
 NOBODY = Caller(None, "")
 
 
-def run(tmp_path, scenario) -> None:
+def run(tmp_path, scenario, pool_type=InProcessPool, **settings) -> None:
     async def main() -> None:
-        services = Services.build(Settings(data_dir=tmp_path / "data"))
-        pool = InProcessPool(LocalStoreReader(services.files.folder, services.loras.folder))
+        services = Services.build(Settings(data_dir=tmp_path / "data", **settings))
+        pool = pool_type(LocalStoreReader(services.files.folder, services.loras.folder))
         services.pool = pool
         services.runner.attach_pool(pool)
         await services.start()
@@ -154,3 +154,25 @@ def test_a_result_that_arrives_after_its_prediction_ended_is_not_stored(tmp_path
         assert follow_up.status == Status.success
 
     run(tmp_path, scenario)
+
+
+def test_a_cluster_pool_is_asked_for_a_worker_per_batch_that_waits_not_per_prediction(tmp_path):
+    """Each Ray worker is a GPU: with batches of 4, nine waiting predictions need three more, not nine."""
+
+    async def scenario(services: Services, pool: InProcessClusterPool) -> None:
+        running = await create(services)
+        pool.hold.add(running.id)
+        for _ in range(200):
+            if services.runner.get(running.id).status == Status.processing:
+                break
+            await asyncio.sleep(0.01)
+        for seed in range(9):
+            await create(services, seed=seed)
+        for _ in range(200):
+            if pool.asked and pool.asked[-1] == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.asked[-1] == 3, pool.asked
+        await services.runner.cancel(running.id)
+
+    run(tmp_path, scenario, InProcessClusterPool, batch_max=4)

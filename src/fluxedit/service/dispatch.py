@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -75,8 +76,8 @@ class Dispatcher:
                 break
             self.start(batch, worker)
         self._dispatch_training()
-        if isinstance(pool, ClusterPool):
-            pool.want_workers(self._queued())
+        if isinstance(pool, ClusterPool):  # a worker runs a batch at a time: ask for one per batch that waits
+            pool.want_workers(math.ceil(self._queued() / self._limit()))
 
     def _free_worker_for(self, batch: list[Prediction]) -> WorkerView | None:
         """The free worker to run `batch` on: on a ClusterPool, one holding its LoRAs when there is one."""

@@ -83,8 +83,9 @@ class ClusterPool(WorkerPool, Protocol):
     """A WorkerPool whose number of workers follows the queue, within bounds (worker/ray_pool.py)."""
 
     def want_workers(self, queued: int) -> None:
-        """`queued` predictions are ready and wait for a worker: start workers for them (never past the
-        pool's maximum); workers idle for the pool's idle time stop again (never below its minimum)."""
+        """`queued` batches of ready predictions wait for a worker (one each; a batch is one prediction
+        where nothing batches): start workers for them (never past the pool's maximum); workers idle for the
+        pool's idle time stop again (never below its minimum)."""
 
     def free_worker_for(self, lora_digests: Sequence[str]) -> WorkerView | None:
         """A worker ready for a job that needs these LoRA adapters: one that already holds them all when
