@@ -18,22 +18,17 @@ numpy only: the API, the CLI and the worker may all import it.
 from __future__ import annotations
 
 import io
-import threading
-import warnings
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from .imaging.decode import ACCEPTED_FORMATS, MAX_ASPECT, MIN_SIDE, decoding_limits
-from .imaging.decode_budget import DecodeBudget
+from .imaging.decode import decode_admission, open_checked
 from .imaging.regions import MASK_LEVEL, alpha_channel, mask_picture, nothing_to_edit
 from .schema import InputError
 
 _PEAK_BYTES_PER_PIXEL = 10  # the decoded picture (up to 4), its RGBA or RGB copy (4), the mask (1), the judgement
-_budget_lock = threading.Lock()
-_budget: DecodeBudget | None = None
 
 
 class MaskRule(StrEnum):
@@ -56,9 +51,9 @@ class MaskImage:
 
 def read_mask(data: bytes, field: str, rule: MaskRule = MaskRule.white) -> MaskImage:
     """The mask in `data`, under the same limits as an input image; `field` names it in every refusal."""
-    picture = _open(data, field)
+    picture, _format = open_checked(data, field)  # the header checked as an input image's
     width, height = picture.size
-    with _decode_budget().admitted(width * height * _PEAK_BYTES_PER_PIXEL):
+    with decode_admission(width * height * _PEAK_BYTES_PER_PIXEL):
         try:
             picture.load()
             picture = ImageOps.exif_transpose(picture)
@@ -81,29 +76,6 @@ def refuse_empty(mask: MaskImage, field: str, rule: MaskRule = MaskRule.white) -
     return mask
 
 
-def _open(data: bytes, field: str) -> Image.Image:
-    """The header read and checked like an input image's: format, pixels, sides, aspect."""
-    if not data:
-        raise InputError(field, "is empty (0 bytes)")
-    max_pixels = decoding_limits().max_pixels
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            picture = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:
-        raise InputError(field, f"has more than {max_pixels:,} pixels") from None
-    except UnidentifiedImageError:
-        raise InputError(field, "is not an image (JPEG, PNG and WebP are accepted)") from None
-    if picture.format not in ACCEPTED_FORMATS:
-        raise InputError(field, f"is a {picture.format or 'unknown'} image; only JPEG, PNG and WebP are accepted")
-    width, height = picture.size
-    if width * height > max_pixels:
-        raise InputError(field, f"is {width}x{height}, more than {max_pixels:,} pixels; scale it down first")
-    if min(width, height) < MIN_SIDE or max(width, height) / min(width, height) > MAX_ASPECT:
-        raise InputError(field, f"is {width}x{height}: not the size of an image this server edits")
-    return picture
-
-
 def _values(picture: Image.Image, rule: MaskRule, field: str) -> np.ndarray:
     if rule is MaskRule.white:
         return np.array(mask_picture(picture), dtype=np.uint8)  # the engine's own rule
@@ -113,12 +85,3 @@ def _values(picture: Image.Image, rule: MaskRule, field: str) -> np.ndarray:
             field, "has no alpha channel: OpenAI's rule is a PNG whose fully transparent pixels are the part to edit"
         )
     return 255 - np.asarray(alpha, dtype=np.uint8)
-
-
-def _decode_budget() -> DecodeBudget:
-    """Masks decode one at a time, within the memory limit images decode in (FLUXEDIT_DECODE_MEMORY_BYTES)."""
-    global _budget
-    with _budget_lock:
-        if _budget is None:
-            _budget = DecodeBudget(decoding_limits().memory_bytes, 1)
-        return _budget

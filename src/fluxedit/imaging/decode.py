@@ -19,6 +19,7 @@ import io
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,7 +121,7 @@ def decode_image(data: bytes, field: str = "image", full_size: bool = False, as_
     InputError naming output_resolution). as_mask reads an edit mask: a grey "L" picture, from the alpha when
     there is transparency, else from the grey level (regions.mask_picture), instead of RGB on white."""
     decoding = _decoding()
-    picture, detected = _open_checked(data, field, decoding.limits.max_pixels)
+    picture, detected = open_checked(data, field)
     source_size = picture.size
     if full_size:
         check_output_pixels(*source_size)
@@ -147,6 +148,12 @@ def decode_image(data: bytes, field: str = "image", full_size: bool = False, as_
     return decoded
 
 
+def decode_admission(estimated_bytes: int) -> AbstractContextManager[None]:
+    """Hold `estimated_bytes` of this process's decode budget (FLUXEDIT_DECODE_MEMORY_BYTES) while decoding
+    something other than an input image (a mask): images and masks share one memory limit."""
+    return _decoding().budget.admitted(estimated_bytes)
+
+
 def estimated_decode_bytes(picture: Image.Image, full_size: bool = False) -> int:
     """Memory a decode of this (opened, not yet loaded) picture takes at its peak, from its header alone."""
     width, height = picture.size
@@ -166,8 +173,10 @@ def estimated_decode_bytes(picture: Image.Image, full_size: bool = False) -> int
     return decoded + converted + reduced + first_pass + 2 * target_width * target_height * 4
 
 
-def _open_checked(data: bytes, field: str, max_pixels: int) -> tuple[Image.Image, OutputFormat]:
-    """Read the header and refuse what must not be decoded: nothing of the picture is decoded yet."""
+def open_checked(data: bytes, field: str) -> tuple[Image.Image, OutputFormat]:
+    """Read the header and refuse what must not be decoded, under this process's limits: nothing of the
+    picture is decoded yet. Images and masks alike are opened here."""
+    max_pixels = _decoding().limits.max_pixels
     if not data:
         raise InputError(field, "is empty (0 bytes)")
     picture = _open(data, field, max_pixels)
