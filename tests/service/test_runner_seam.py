@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 
+import pytest
 from sqlalchemy import select
 
 from fluxedit.config import Settings
@@ -35,6 +37,14 @@ def run(tmp_path, scenario, pool_type=InProcessPool, **settings) -> None:
             await services.stop()
 
     asyncio.run(main())
+
+
+async def running(services: Services, prediction_id: str) -> None:
+    for _ in range(500):
+        if services.runner.get(prediction_id).status == Status.processing:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{prediction_id} never ran")
 
 
 async def create(services: Services, **fields):
@@ -176,3 +186,67 @@ def test_a_cluster_pool_is_asked_for_a_worker_per_batch_that_waits_not_per_predi
         await services.runner.cancel(running.id)
 
     run(tmp_path, scenario, InProcessClusterPool, batch_max=4)
+
+
+@pytest.mark.parametrize("meanwhile", ["ended", "re-queued"])
+def test_a_prediction_that_ends_or_is_requeued_while_its_result_is_stored_keeps_no_output(
+    tmp_path, monkeypatch, meanwhile
+):
+    """The images are being written (seconds, to S3) when a timeout ends the prediction, or a new leader's
+    recovery queues it again: it must not become a success, and the images written for it are deleted."""
+    from fluxedit.store.files import FileStore
+
+    writing, written = asyncio.Event(), []
+    store_outputs = FileStore.put_outputs
+
+    def slow_put_outputs(self, images, **fields):
+        records = store_outputs(self, images, **fields)
+        written.extend(record.id for record in records)
+        loop.call_soon_threadsafe(writing.set)
+        time.sleep(0.3)  # the upload's last part
+        return records
+
+    monkeypatch.setattr(FileStore, "put_outputs", slow_put_outputs)
+
+    async def scenario(services: Services, pool: InProcessPool) -> None:
+        nonlocal loop
+        loop = asyncio.get_running_loop()
+        prediction = await create(services)
+        await asyncio.wait_for(writing.wait(), 10)
+        lifecycle = services.runner.context.lifecycle
+        if meanwhile == "ended":
+            lifecycle.fail(prediction.id, "EXECUTION_TIMEOUT", "it ran longer than 1 s")
+        else:
+            lifecycle.change(prediction.id, Status.created, log_line="re-queued: the server stopped while it ran")
+            pool.hold.add(prediction.id)  # its second run does not end before the late result is handled
+        await services.runner.context.wait_finishing(10)
+        row = services.runner.get(prediction.id)
+        assert row.status != Status.success and not row.output
+        assert written and all(services.files.get(file_id) is None for file_id in written)
+        assert all(not services.files.has_bytes(file_id) for file_id in written)
+
+    loop = None
+    run(tmp_path, scenario)
+
+
+def test_the_metrics_still_answer_while_the_database_cannot_count_the_queue(tmp_path):
+    from prometheus_client import generate_latest
+    from sqlalchemy.exc import OperationalError
+
+    def unreachable():
+        raise OperationalError("SELECT count(*)", {}, Exception("could not connect to server"))
+
+    async def scenario(services: Services, pool: InProcessPool) -> None:
+        prediction = await create(services)
+        pool.hold.add(prediction.id)
+        await running(services, prediction.id)
+        await create(services, seed=3)  # waits behind it
+        gauge = services.runner.queue_gauge
+        assert gauge.count() == 1
+        gauge.sessions = unreachable
+        exposition = generate_latest(services.metrics.registry).decode()
+        assert "fluxedit_queue_depth 1.0" in exposition  # the last count, and every other figure
+        assert "fluxedit_predict_seconds_bucket" in exposition
+        await services.runner.cancel(prediction.id)
+
+    run(tmp_path, scenario)

@@ -15,7 +15,7 @@ cancelled) in bulk, many rows in one transaction (`create_many`, `change_many`):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -82,13 +82,19 @@ class Lifecycle:
         self._announce(changes)
 
     def change(
-        self, row_id: str, status: Status, *, log_line: str | None = None, metrics_update=None, **fields
-    ) -> bool:
-        """Move a row to `status`, setting `fields`; False when there is no such row or it has ended."""
+        self, row_id: str, status: Status, *, log_line: str | None = None, metrics_update=None,
+        only_from: Collection[Status] | None = None, expect: dict | None = None, **fields,
+    ) -> bool:  # fmt: skip
+        """Move a row to `status`, setting `fields`; False when there is no such row or it has ended, or it is
+        no longer in one of `only_from`, or no longer has the values in `expect` (checked under the row's lock)."""
         with self.sessions.begin() as session:
             row = session.get(self.row_type, row_id, with_for_update=True)
             if row is None or row.status.ended:
                 return False  # an end is final: a late worker message cannot change it
+            if only_from is not None and row.status not in only_from:
+                return False
+            if expect and any(getattr(row, name) != value for name, value in expect.items()):
+                return False
             change = self._apply(session, row, status, log_line, metrics_update, fields)
         self._announce([change])
         return True

@@ -54,6 +54,8 @@ class Results:
         changed = self.context.lifecycle.change(
             prediction_id,
             Status.success,
+            only_from=RUNNING_STATUSES,  # not re-queued meanwhile (a new leader's recovery) ...
+            expect={"attempts": prediction.attempts},  # ... nor started again: this result is of that attempt
             output=output_ids,
             seed=str(result.seed),
             width=result.width,
@@ -69,7 +71,7 @@ class Results:
             },
             log_line="\n".join([*result.logs, f"done in {predict_time:.2f} s, seed {result.seed}"]),
         )
-        if not changed:  # it ended while its images were being stored: they belong to nothing
+        if not changed:  # it ended or was re-queued while its images were stored: they belong to nothing
             for file_id in output_ids:
                 await asyncio.to_thread(self.context.files.delete, file_id)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -55,10 +57,12 @@ class RunContext:
         if not task.cancelled() and task.exception() is not None:
             log.error("runner task failed", exc_info=task.exception())
 
-    async def wait_finishing(self, timeout: float) -> None:
-        """Let every task that stores finished work end, for at most `timeout` s."""
-        if self.finishing:
-            await asyncio.wait(list(self.finishing), timeout=timeout)
+    async def wait_finishing(self, timeout: float, others: Callable[[], set[asyncio.Task]] = set) -> None:
+        """Let every task that stores finished work end (and `others`', e.g. trainings' checkpoints), for at
+        most `timeout` s in all; one that starts meanwhile (a late result) is waited for too."""
+        deadline = time.monotonic() + timeout
+        while (pending := self.finishing | others()) and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(pending, timeout=left)
 
     def cancel_tasks(self) -> None:
         for task in list(self.tasks):

@@ -159,9 +159,7 @@ class Runner:
         while self.pool.busy_job_ids() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         # A worker that is idle may have handed its result over a moment ago: store it before stopping.
-        await self.context.wait_finishing(STORE_RESULTS_TIMEOUT)
-        if self.trainings is not None:
-            await self.trainings.wait_finishing(STORE_RESULTS_TIMEOUT)
+        await self.context.wait_finishing(STORE_RESULTS_TIMEOUT, self.trainings.storing if self.trainings else set)
         self.context.cancel_tasks()
 
     # ---- creation, cancel, waiting --------------------------------------------------------

@@ -10,7 +10,10 @@ batch's end and its webhook commit with the change of its last prediction.
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..schema import Status
@@ -18,6 +21,8 @@ from ..store.models import Prediction
 from .events import EventHub
 from .lifecycle import Lifecycle, StatusChange
 from .metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
 
 
 def subscribe_prediction_effects(lifecycle: Lifecycle, hub: EventHub, metrics: ServiceMetrics, webhooks) -> None:
@@ -55,8 +60,15 @@ class QueueGauge:
 
     def __init__(self, sessions: sessionmaker[Session], metrics: ServiceMetrics):
         self.sessions = sessions
+        self.last = 0
         metrics.queue_depth.set_function(self.count)
 
     def count(self) -> int:
-        with self.sessions() as session:
-            return session.scalar(select(func.count()).where(Prediction.status == Status.created)) or 0
+        """The count now; while the database cannot answer, the last one (a scrape or /health during an outage
+        must still show every other figure)."""
+        try:
+            with self.sessions() as session:
+                self.last = session.scalar(select(func.count()).where(Prediction.status == Status.created)) or 0
+        except SQLAlchemyError as error:
+            log.warning("the queue depth could not be counted (%s); showing the last count", error)
+        return self.last

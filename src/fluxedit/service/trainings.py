@@ -225,10 +225,9 @@ class TrainingRunner:
             log_line="the worker stopped; resuming from the last checkpoint",
         )
 
-    async def wait_finishing(self, timeout: float) -> None:
-        """A stop lets the checkpoints being stored be recorded, for at most `timeout` s."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+    def storing(self) -> set[asyncio.Task]:
+        """The tasks recording a slice's checkpoint now: a stop lets them end (Runner.stop)."""
+        return set(self._tasks)
 
     def _in_background(self, training_id: str, work) -> None:
         """Storing a slice's files takes a while (S3, a LoRA of megabytes): off the loop, and the training is not

@@ -17,7 +17,7 @@ import hashlib
 import secrets
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,8 +204,9 @@ class FileStore:
                 with self.sessions.begin() as session:
                     session.add_all(records)
             except BaseException:
-                for record in records:  # no half of a result stays behind
-                    self.objects.delete(file_key(record.id))
+                for record in records:  # no half of a result stays behind (retention sweeps what cannot go now)
+                    with suppress(Exception):
+                        self.objects.delete(file_key(record.id))
                 raise
         return records
 
