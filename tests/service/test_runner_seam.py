@@ -167,7 +167,9 @@ def test_a_result_that_arrives_after_its_prediction_ended_is_not_stored(tmp_path
 
 
 def test_a_cluster_pool_is_asked_for_a_worker_per_batch_that_waits_not_per_prediction(tmp_path):
-    """Each Ray worker is a GPU: with batches of 4, nine waiting predictions need three more, not nine."""
+    """Each Ray worker is a GPU: with batches of 4 images, five alike predictions make two batches, two that
+    run 3 steps a third, and one of 4 images a fourth: four workers, not eight (one per prediction), nor
+    two (the predictions over the batch size, as if all could share)."""
 
     async def scenario(services: Services, pool: InProcessClusterPool) -> None:
         running = await create(services)
@@ -176,13 +178,16 @@ def test_a_cluster_pool_is_asked_for_a_worker_per_batch_that_waits_not_per_predi
             if services.runner.get(running.id).status == Status.processing:
                 break
             await asyncio.sleep(0.01)
-        for seed in range(9):
+        for seed in range(5):
             await create(services, seed=seed)
+        for seed in range(2):
+            await create(services, seed=seed, num_inference_steps=3)
+        await create(services, num_images=4)
         for _ in range(200):
-            if pool.asked and pool.asked[-1] == 3:
+            if pool.asked and pool.asked[-1] == 4:
                 break
             await asyncio.sleep(0.01)
-        assert pool.asked[-1] == 3, pool.asked
+        assert pool.asked[-1] == 4, pool.asked
         await services.runner.cancel(running.id)
 
     run(tmp_path, scenario, InProcessClusterPool, batch_max=4)

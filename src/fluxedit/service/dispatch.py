@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
+from collections import Counter
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -22,7 +24,7 @@ from sqlalchemy.orm import Session
 from ..schema import Status
 from ..store.models import Prediction, utcnow
 from ..worker.pool_protocol import ClusterPool, WorkerView
-from .batching import batch_limit, fill_batch, images
+from .batching import batch_limit, fill_batch, images, prediction_batch_key
 from .fairness import KeyTurns
 from .jobs import edit_job
 from .preparation import Preparation
@@ -32,6 +34,8 @@ from .timeouts import Deadlines
 log = logging.getLogger(__name__)
 BATCH_SCAN = 64  # queued predictions of the key whose turn it is looked at when filling a batch
 BATCH_KEYS, BATCH_SCAN_PER_KEY = 8, 8  # and of the next keys in turn, to share a batch between keys
+DEMAND_SCAN = 256  # waiting predictions grouped by batch to size a cluster pool
+DEMAND_REFRESH_S = 1.0  # a steady queue is grouped again at most this often (wake-ups come at every step)
 
 
 class Dispatcher:
@@ -52,6 +56,7 @@ class Dispatcher:
         self.batch_wait = batch_wait  # seconds to hold a batch open for similar work
         self.trainings = trainings
         self.turns = KeyTurns()  # keys with queued work take turns at the workers
+        self._demand: tuple[int, int, int, float] | None = None  # (waiting, limit, batches, when) last counted
 
     async def run_forever(self) -> None:
         wake = self.context.wake
@@ -77,7 +82,7 @@ class Dispatcher:
             self.start(batch, worker)
         self._dispatch_training()
         if isinstance(pool, ClusterPool):  # a worker runs a batch at a time: ask for one per batch that waits
-            pool.want_workers(math.ceil(self._queued() / self._limit()))
+            pool.want_workers(self._batches_waiting())
 
     def _free_worker_for(self, batch: list[Prediction]) -> WorkerView | None:
         """The free worker to run `batch` on: on a ClusterPool, one holding its LoRAs when there is one."""
@@ -85,6 +90,31 @@ class Dispatcher:
         if not batch or not isinstance(pool, ClusterPool):
             return pool.free_worker()
         return pool.free_worker_for([lora["digest"] for lora in batch[0].lora_files or []])
+
+    def _batches_waiting(self) -> int:
+        """The batches the ready predictions make: per group that can share a batch (prediction_batch_key), its
+        images over the batch limit, rounded up. The oldest DEMAND_SCAN are grouped (past those, a queue wants
+        more workers than any pool has); counted again when the queue changes, or after DEMAND_REFRESH_S."""
+        limit, waiting = self._limit(), self._queued()
+        if limit <= 1 or waiting == 0:
+            return waiting  # nothing batches: a worker per prediction
+        now = time.monotonic()
+        if (
+            self._demand is not None
+            and self._demand[:2] == (waiting, limit)
+            and now - self._demand[3] < DEMAND_REFRESH_S
+        ):
+            return self._demand[2]
+        with self.context.sessions() as session:
+            ready = select(Prediction).where(Prediction.status == Status.created, Prediction.inputs_ready)
+            oldest = list(session.scalars(ready.order_by(Prediction.created_at, Prediction.id).limit(DEMAND_SCAN)))
+        groups: Counter[tuple] = Counter()
+        for prediction in oldest:
+            groups[prediction_batch_key(prediction, self.context.files)] += images([prediction])
+        batches = sum(math.ceil(count / limit) for count in groups.values())
+        batches += math.ceil(max(0, waiting - len(oldest)) / limit)
+        self._demand = (waiting, limit, batches, now)
+        return batches
 
     def _queued(self) -> int:
         """Predictions ready to run that wait for a worker."""
