@@ -166,21 +166,8 @@ class FileStore:
         owner_key_id: str | None,
         size: tuple[int, int] | None,
     ) -> StoredFile:
-        record = StoredFile(
-            id=new_file_id(),
-            owner_key_id=owner_key_id,
-            purpose=purpose,
-            filename=filename[:255],
-            content_type=content_type,
-            size=len(data),
-            sha256=sha256,
-            width=size[0] if size else None,
-            height=size[1] if size else None,
-        )
-        with self.quota.room_for(owner_key_id, len(data)) if self.quota else nullcontext():
-            self._write(record.id, data)
-            with self.sessions.begin() as session:
-                session.add(record)
+        record = _record(data, sha256, purpose, content_type, filename, owner_key_id, size)
+        self._store_new([record], [data])
         return record
 
     def put_outputs(
@@ -194,29 +181,28 @@ class FileStore:
     ) -> list[StoredFile]:
         """Store a prediction's output images: all of them or none. One quota check holds for their total, and
         their records commit in one transaction (a prediction's result is on its critical path)."""
-        records = [self._output_record(data, filename, content_type, owner_key_id, size)
-                   for data, filename in zip(images, filenames, strict=True)]  # fmt: skip
-        total = sum(len(data) for data in images)
-        with self.quota.room_for(owner_key_id, total) if self.quota else nullcontext():
+        records = [_record(data, hashlib.sha256(data).hexdigest(), "output", content_type, filename, owner_key_id,
+                           size) for data, filename in zip(images, filenames, strict=True)]  # fmt: skip
+        self._store_new(records, images)
+        return records
+
+    def _store_new(self, records: list[StoredFile], contents: Sequence[bytes]) -> None:
+        """Write the bytes and commit their records together, under one quota check for their total (they share
+        an owner); on any failure no part of them stays behind (retention sweeps what cannot be deleted now)."""
+        if not records:
+            return
+        total = sum(len(data) for data in contents)
+        with self.quota.room_for(records[0].owner_key_id, total) if self.quota else nullcontext():
             try:
-                for record, data in zip(records, images, strict=True):
+                for record, data in zip(records, contents, strict=True):
                     self._write(record.id, data)
                 with self.sessions.begin() as session:
                     session.add_all(records)
             except BaseException:
-                for record in records:  # no half of a result stays behind (retention sweeps what cannot go now)
+                for record in records:
                     with suppress(Exception):
                         self.objects.delete(file_key(record.id))
                 raise
-        return records
-
-    @staticmethod
-    def _output_record(data: bytes, filename: str, content_type: str, owner_key_id, size) -> StoredFile:
-        return StoredFile(
-            id=new_file_id(), owner_key_id=owner_key_id, purpose="output", filename=filename[:255],
-            content_type=content_type, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-            width=size[0], height=size[1],
-        )  # fmt: skip
 
     def _write(self, file_id: str, data: bytes) -> None:
         self.objects.put(file_key(file_id), data)  # whole or not at all: a crash never leaves half a file
@@ -256,3 +242,12 @@ class FileStore:
             if record is not None:
                 session.delete(record)
         self.objects.delete(file_key(file_id))
+
+
+def _record(data: bytes, sha256: str, purpose: str, content_type: str, filename: str, owner_key_id: str | None,
+            size: tuple[int, int] | None) -> StoredFile:  # fmt: skip
+    return StoredFile(
+        id=new_file_id(), owner_key_id=owner_key_id, purpose=purpose, filename=filename[:255],
+        content_type=content_type, size=len(data), sha256=sha256,
+        width=size[0] if size else None, height=size[1] if size else None,
+    )  # fmt: skip
