@@ -4,21 +4,13 @@ during twice fails with WORKER_LOST instead of running a third time (docs/operat
 
 from __future__ import annotations
 
-import asyncio
-import base64
-
-from fluxedit.config import Settings
-from fluxedit.schema import EditInput, Status
-from fluxedit.service.keys import Caller
+from fluxedit.schema import Status
 from fluxedit.service.runner import MAX_ATTEMPTS
 from fluxedit.service.services import Services
 from fluxedit.store.files import LocalStoreReader
 from fluxedit.worker.messages import Died, WorkerState
-from tests.helpers import encoded, pattern
 from tests.service.fake_pool import InProcessPool
-
-PHOTO_URI = "data:image/png;base64," + base64.b64encode(encoded(pattern(96, 64), "PNG")).decode()
-NOBODY = Caller(None, "")
+from tests.service.in_process import create, life, running
 
 
 class DeafPool(InProcessPool):
@@ -40,38 +32,6 @@ class DeafPool(InProcessPool):
         self.states[name] = WorkerState.starting
         self._emit(name, Died(-9, jobs))
         self.states[name] = WorkerState.ready
-
-
-async def running(services: Services, prediction_id: str) -> None:
-    for _ in range(500):
-        if services.runner.get(prediction_id).status == Status.processing:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{prediction_id} never started")
-
-
-async def create(services: Services):
-    edit_input = EditInput(prompt="make it blue", image_url=PHOTO_URI)
-    return await services.runner.create(NOBODY, edit_input, base_url="http://test", own_hosts=set())
-
-
-def life(data_dir, scenario, pool_class=InProcessPool, stop: bool = True, **settings) -> None:
-    """One run of the server's services on `data_dir`; without `stop`, it ends as a killed server does: nothing
-    of the shutdown runs, the rows stay as they were."""
-
-    async def main() -> None:
-        services = Services.build(Settings(data_dir=data_dir, **settings))
-        pool = pool_class(LocalStoreReader(services.files.folder, services.loras.folder))
-        services.pool = pool
-        services.runner.attach_pool(pool)
-        await services.start()
-        try:
-            await scenario(services, pool)
-        finally:
-            if stop:
-                await services.stop()
-
-    asyncio.run(main())
 
 
 def test_a_worker_that_ignores_a_cancel_is_killed_after_the_grace_and_the_prediction_ends_cancelled(tmp_path):

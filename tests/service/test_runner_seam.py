@@ -4,52 +4,16 @@ in this process, and that pool gets every input by file-store id, never by a pat
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 
 import pytest
 from sqlalchemy import select
 
-from fluxedit.config import Settings
-from fluxedit.schema import EditInput, Status
-from fluxedit.service.keys import Caller
+from fluxedit.schema import Status
 from fluxedit.service.services import Services
-from fluxedit.store.files import LocalStoreReader
 from fluxedit.store.models import StoredFile
-from tests.helpers import encoded, pattern
 from tests.service.fake_pool import InProcessClusterPool, InProcessPool
-
-PHOTO = encoded(pattern(96, 64), "PNG")
-PHOTO_URI = "data:image/png;base64," + base64.b64encode(PHOTO).decode()
-NOBODY = Caller(None, "")
-
-
-def run(tmp_path, scenario, pool_type=InProcessPool, **settings) -> None:
-    async def main() -> None:
-        services = Services.build(Settings(data_dir=tmp_path / "data", **settings))
-        pool = pool_type(LocalStoreReader(services.files.folder, services.loras.folder))
-        services.pool = pool
-        services.runner.attach_pool(pool)
-        await services.start()
-        try:
-            await scenario(services, pool)
-        finally:
-            await services.stop()
-
-    asyncio.run(main())
-
-
-async def running(services: Services, prediction_id: str) -> None:
-    for _ in range(500):
-        if services.runner.get(prediction_id).status == Status.processing:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{prediction_id} never ran")
-
-
-async def create(services: Services, **fields):
-    edit_input = EditInput(prompt="make it blue", image_url=PHOTO_URI, **fields)
-    return await services.runner.create(NOBODY, edit_input, base_url="http://test", own_hosts=set())
+from tests.service.in_process import PHOTO, create, life, running, until
 
 
 def test_a_prediction_runs_to_success_on_a_pool_that_only_implements_the_protocol(tmp_path):
@@ -65,17 +29,14 @@ def test_a_prediction_runs_to_success_on_a_pool_that_only_implements_the_protoco
         assert "ran here" in ended.logs
         assert [w.state for w in services.pool.workers()] == ["ready"]
 
-    run(tmp_path, scenario)
+    life(tmp_path / "data", scenario)
 
 
 def test_a_running_prediction_is_cancelled_through_the_protocol(tmp_path):
     async def scenario(services: Services, pool: InProcessPool) -> None:
         prediction = await create(services)
         pool.hold.add(prediction.id)
-        for _ in range(200):
-            if services.runner.get(prediction.id).status == Status.processing:
-                break
-            await asyncio.sleep(0.01)
+        await running(services, prediction.id)
         await services.runner.cancel(prediction.id)
         ended = await services.runner.wait(prediction.id, 10)
         assert ended.status == Status.cancelled
@@ -83,7 +44,7 @@ def test_a_running_prediction_is_cancelled_through_the_protocol(tmp_path):
         follow_up = await services.runner.wait((await create(services)).id, 10)  # the worker is free again
         assert follow_up.status == Status.success
 
-    run(tmp_path, scenario)
+    life(tmp_path / "data", scenario)
 
 
 def test_a_stop_stores_a_result_the_worker_handed_over_before_it_stopped(tmp_path, monkeypatch):
@@ -99,24 +60,16 @@ def test_a_stop_stores_a_result_the_worker_handed_over_before_it_stopped(tmp_pat
 
     monkeypatch.setattr(Results, "finish", slow_finish)
 
-    async def main() -> None:
-        services = Services.build(Settings(data_dir=tmp_path / "data", drain_timeout=5))
-        pool = InProcessPool(LocalStoreReader(services.files.folder, services.loras.folder))
-        services.pool = pool
-        services.runner.attach_pool(pool)
-        await services.start()
+    async def scenario(services: Services, pool: InProcessPool) -> None:
         prediction = await create(services)
-        for _ in range(200):
-            if pool.submitted and not pool.busy_job_ids():
-                break  # the worker is done; its result is being stored
-            await asyncio.sleep(0.01)
+        await until(lambda: pool.submitted and not pool.busy_job_ids(), "the worker is done")  # storing now
         assert services.runner.get(prediction.id).status == Status.processing
         await services.stop()
         ended = services.runner.get(prediction.id)
         assert ended.status == Status.success, ended.logs
         assert services.files.read(ended.output[0]) == PHOTO
 
-    asyncio.run(main())
+    life(tmp_path / "data", scenario, stop=False, drain_timeout=5)
 
 
 def test_the_queue_depth_gauge_counts_what_waits_whenever_it_is_read(tmp_path):
@@ -124,21 +77,18 @@ def test_the_queue_depth_gauge_counts_what_waits_whenever_it_is_read(tmp_path):
         return services.metrics.registry.get_sample_value("fluxedit_queue_depth")
 
     async def scenario(services: Services, pool: InProcessPool) -> None:
-        running = await create(services)
-        pool.hold.add(running.id)
-        for _ in range(200):
-            if services.runner.get(running.id).status == Status.processing:
-                break
-            await asyncio.sleep(0.01)
+        busy = await create(services)
+        pool.hold.add(busy.id)
+        await running(services, busy.id)
         waiting = [await create(services, seed=seed) for seed in (1, 2)]
         assert depth(services) == 2  # the worker is busy: both wait
         await services.runner.cancel(waiting[0].id)
         assert depth(services) == 1
-        await services.runner.cancel(running.id)
+        await services.runner.cancel(busy.id)
         assert (await services.runner.wait(waiting[1].id, 10)).status == Status.success
         assert depth(services) == 0
 
-    run(tmp_path, scenario)
+    life(tmp_path / "data", scenario)
 
 
 def test_a_result_that_arrives_after_its_prediction_ended_is_not_stored(tmp_path):
@@ -148,10 +98,7 @@ def test_a_result_that_arrives_after_its_prediction_ended_is_not_stored(tmp_path
     async def scenario(services: Services, pool: InProcessPool) -> None:
         prediction = await create(services)
         pool.hold.add(prediction.id)
-        for _ in range(200):
-            if services.runner.get(prediction.id).status == Status.processing:
-                break
-            await asyncio.sleep(0.01)
+        await running(services, prediction.id)
         services.runner.context.lifecycle.fail(prediction.id, "EXECUTION_TIMEOUT", "it ran longer than 1 s")
         pool.finish_held(prediction.id)
         await services.runner.context.wait_finishing(10)
@@ -163,7 +110,7 @@ def test_a_result_that_arrives_after_its_prediction_ended_is_not_stored(tmp_path
         follow_up = await services.runner.wait((await create(services)).id, 10)  # the worker is free again
         assert follow_up.status == Status.success
 
-    run(tmp_path, scenario)
+    life(tmp_path / "data", scenario)
 
 
 def test_a_cluster_pool_is_asked_for_a_worker_per_batch_that_waits_not_per_prediction(tmp_path):
@@ -172,25 +119,18 @@ def test_a_cluster_pool_is_asked_for_a_worker_per_batch_that_waits_not_per_predi
     two (the predictions over the batch size, as if all could share)."""
 
     async def scenario(services: Services, pool: InProcessClusterPool) -> None:
-        running = await create(services)
-        pool.hold.add(running.id)
-        for _ in range(200):
-            if services.runner.get(running.id).status == Status.processing:
-                break
-            await asyncio.sleep(0.01)
+        busy = await create(services)
+        pool.hold.add(busy.id)
+        await running(services, busy.id)
         for seed in range(5):
             await create(services, seed=seed)
         for seed in range(2):
             await create(services, seed=seed, num_inference_steps=3)
         await create(services, num_images=4)
-        for _ in range(200):
-            if pool.asked and pool.asked[-1] == 4:
-                break
-            await asyncio.sleep(0.01)
-        assert pool.asked[-1] == 4, pool.asked
-        await services.runner.cancel(running.id)
+        await until(lambda: pool.asked and pool.asked[-1] == 4, f"4 workers asked for (asked {pool.asked})")
+        await services.runner.cancel(busy.id)
 
-    run(tmp_path, scenario, InProcessClusterPool, batch_max=4)
+    life(tmp_path / "data", scenario, InProcessClusterPool, batch_max=4)
 
 
 @pytest.mark.parametrize("meanwhile", ["ended", "re-queued"])
@@ -231,7 +171,7 @@ def test_a_prediction_that_ends_or_is_requeued_while_its_result_is_stored_keeps_
         assert all(not services.files.has_bytes(file_id) for file_id in written)
 
     loop = None
-    run(tmp_path, scenario)
+    life(tmp_path / "data", scenario)
 
 
 def test_the_metrics_still_answer_while_the_database_cannot_count_the_queue(tmp_path):
@@ -254,4 +194,4 @@ def test_the_metrics_still_answer_while_the_database_cannot_count_the_queue(tmp_
         assert "fluxedit_predict_seconds_bucket" in exposition
         await services.runner.cancel(prediction.id)
 
-    run(tmp_path, scenario)
+    life(tmp_path / "data", scenario)
