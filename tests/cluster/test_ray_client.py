@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
 from fluxedit.config import EngineConfig
 from fluxedit.worker.messages import WorkerState
 from fluxedit.worker.ray_pool import RayWorkerPool
-from tests.cluster.test_ray_workers import stream_and_cancel_after_two_steps, wait_workers, worker_of
+from tests.cluster.test_ray_workers import (
+    remove_the_node_running_an_edit,
+    stream_and_cancel_after_two_steps,
+    wait_workers,
+    worker_of,
+)
 from tests.helpers import encoded, pattern
 from tests.service.server import Server, create, upload, wait_done
 
@@ -64,24 +68,7 @@ def test_progress_and_previews_stream_back_and_a_cancel_lands_within_a_step(serv
 
 
 def test_a_node_removed_mid_edit_reruns_its_prediction_on_the_other_node(two_nodes_with_client, server, client):
-    wait_workers(server, ["ready", "ready"])
-    big = upload(client, encoded(pattern(1024, 1024), "PNG"))["id"]
-    prediction_id = create(client, image_url=big, num_inference_steps=20, seed=9)
-    with client.stream("GET", f"/v1/prediction/{prediction_id}/stream") as events:
-        next(line for line in events.iter_lines() if line.startswith("event: progress"))  # it is running
-    victim = worker_of(client.get(f"/v1/prediction/{prediction_id}").json())
-    pid = next(w["pid"] for w in httpx.get(server.url + "/health").json()["workers"] if w["name"] == victim)
-    actors = two_nodes_with_client.actors(stats=False).values()
-    node_id = next(actor["node_id"] for actor in actors if actor["pid"] == pid)
-
-    two_nodes_with_client.remove_worker_node(node_id)
-    done = wait_done(client, prediction_id, timeout=300)
-
-    assert done["status"] == "success", done["output"]
-    assert "re-queued: its worker was lost" in done["logs"]
-    assert worker_of(done) != victim  # the other node ran it
-    lost = next(w for w in httpx.get(server.url + "/health").json()["workers"] if w["name"] == victim)
-    assert lost["restarts"] == 1 and lost["state"] == "starting"  # replaced: pending until a GPU node is free
+    remove_the_node_running_an_edit(two_nodes_with_client, server, client)
 
 
 class DisconnectedActorClass:

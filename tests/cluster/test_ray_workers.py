@@ -121,7 +121,9 @@ def test_progress_and_previews_stream_back_and_a_cancel_lands_within_a_step(clie
     assert 2 <= names.count("progress") < 50  # the actor stopped the edit before its last step
 
 
-def test_a_node_removed_mid_edit_reruns_its_prediction_on_the_other_node(two_nodes, server, client):
+def remove_the_node_running_an_edit(cluster, server, client) -> None:
+    """A 20-step edit on one of two ready actors; once it runs, its actor's node is removed. The edit must be
+    re-run on the other node, and the lost actor replaced by one pending until a GPU node is free."""
     wait_workers(server, ["ready", "ready"])
     big = upload(client, encoded(pattern(1024, 1024), "PNG"))["id"]
     prediction_id = create(client, image_url=big, num_inference_steps=20, seed=9)
@@ -129,9 +131,9 @@ def test_a_node_removed_mid_edit_reruns_its_prediction_on_the_other_node(two_nod
         next(line for line in events.iter_lines() if line.startswith("event: progress"))  # it is running
     victim = worker_of(client.get(f"/v1/prediction/{prediction_id}").json())
     pid = next(w["pid"] for w in httpx.get(server.url + "/health").json()["workers"] if w["name"] == victim)
-    node_id = next(actor["node_id"] for actor in two_nodes.actors(stats=False).values() if actor["pid"] == pid)
+    node_id = next(actor["node_id"] for actor in cluster.actors(stats=False).values() if actor["pid"] == pid)
 
-    two_nodes.remove_worker_node(node_id)
+    cluster.remove_worker_node(node_id)
     done = wait_done(client, prediction_id, timeout=300)
 
     assert done["status"] == "success", done["output"]
@@ -139,5 +141,9 @@ def test_a_node_removed_mid_edit_reruns_its_prediction_on_the_other_node(two_nod
     assert worker_of(done) != victim  # the other node ran it
     lost = next(w for w in httpx.get(server.url + "/health").json()["workers"] if w["name"] == victim)
     assert lost["restarts"] == 1 and lost["state"] == "starting"  # replaced: pending until a GPU node is free
+
+
+def test_a_node_removed_mid_edit_reruns_its_prediction_on_the_other_node(two_nodes, server, client):
+    remove_the_node_running_an_edit(two_nodes, server, client)
     two_nodes.add_worker_node()
     assert [w["state"] for w in wait_workers(server, ["ready", "ready"])] == ["ready", "ready"]
