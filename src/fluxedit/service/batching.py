@@ -7,10 +7,12 @@ while another key's fitting work waits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..batching import batch_key
 from ..schema import EditInput
 from ..store.files import FileStore
-from ..store.models import Prediction
+from ..store.models import Prediction, StoredFile
 from ..worker.pool_protocol import WorkerPool
 
 GPU_BATCH_IMAGES = 4  # images one batch holds on a GPU when the operator did not choose (batch_max 0)
@@ -27,14 +29,15 @@ def batch_limit(batch_max: int, pool: WorkerPool) -> int:
     return GPU_BATCH_IMAGES if any(worker.on_gpu for worker in pool.workers()) else 1
 
 
-def prediction_batch_key(prediction: Prediction, files: FileStore) -> tuple:
-    """What must match for edits to run as one batch: fluxedit.batching's key, from stored records."""
+def prediction_batch_key(prediction: Prediction, record_of: Callable[[str], StoredFile | None]) -> tuple:
+    """What must match for edits to run as one batch: fluxedit.batching's key, from stored records (`record_of`:
+    FileStore.get, or a dict's get over records read at once)."""
     edit_input = EditInput(**prediction.input)
     if len(prediction.input_files) > 1 + len(edit_input.image_urls):
         return (prediction.id,)  # a masked edit runs alone: its mask is its own
     sizes = []
     for file_id in prediction.input_files:
-        record = files.get(file_id)
+        record = record_of(file_id)
         if record is None:
             return (prediction.id,)  # an input deleted while queued: it runs alone (and fails clearly)
         sizes.append((record.width, record.height))
@@ -53,9 +56,10 @@ def fill_batch(queues: list[list[Prediction]], limit: int, files: FileStore) -> 
     """queues[0][0] and what can join it: one prediction per key and round, the other keys' first (queues[0]
     already has its place), so no key fills a batch while another's fitting work waits."""
     first = queues[0][0]
-    batch, key = [first], prediction_batch_key(first, files)
+    batch, key = [first], prediction_batch_key(first, files.get)
     in_rounds = queues[1:] + queues[:1]
-    fitting = [(p for p in queue if p is not first and prediction_batch_key(p, files) == key) for queue in in_rounds]
+    fitting = [(p for p in queue if p is not first and prediction_batch_key(p, files.get) == key)
+               for queue in in_rounds]  # fmt: skip
     while fitting and images(batch) < limit:
         for candidates in list(fitting):
             if images(batch) >= limit:

@@ -108,9 +108,10 @@ class Dispatcher:
         with self.context.sessions() as session:
             ready = select(Prediction).where(Prediction.status == Status.created, Prediction.inputs_ready)
             oldest = list(session.scalars(ready.order_by(Prediction.created_at, Prediction.id).limit(DEMAND_SCAN)))
+        records = self.context.files.records(file_id for p in oldest for file_id in p.input_files)  # one query
         groups: Counter[tuple] = Counter()
         for prediction in oldest:
-            groups[prediction_batch_key(prediction, self.context.files)] += images([prediction])
+            groups[prediction_batch_key(prediction, records.get)] += images([prediction])
         batches = sum(math.ceil(count / limit) for count in groups.values())
         batches += math.ceil(max(0, waiting - len(oldest)) / limit)
         self._demand = (waiting, limit, batches, now)

@@ -211,16 +211,21 @@ class FileStore:
         with self.sessions() as session:
             return session.get(StoredFile, file_id)
 
-    def present(self, file_ids: Iterable[str | None]) -> dict[str, StoredFile]:
-        """The records of those files whose bytes are still here (one query): what a view can still show."""
+    def records(self, file_ids: Iterable[str | None]) -> dict[str, StoredFile]:
+        """The records of these files, by id, in one query (whether or not their bytes are still here)."""
         wanted = {file_id for file_id in file_ids if file_id}
         if not wanted:
             return {}
         with self.sessions() as session:
-            records = list(session.scalars(select(StoredFile).where(StoredFile.id.in_(wanted))))
+            found = session.scalars(select(StoredFile).where(StoredFile.id.in_(wanted)))
+            return {record.id: record for record in found}
+
+    def present(self, file_ids: Iterable[str | None]) -> dict[str, StoredFile]:
+        """The records of those files whose bytes are still here (one query): what a view can still show."""
+        records = self.records(file_ids)
         if self.folder is None:  # an object store loses nothing by itself: one request per file would cost more
-            return {record.id: record for record in records}
-        return {record.id: record for record in records if self.has_bytes(record.id)}
+            return records
+        return {file_id: record for file_id, record in records.items() if self.has_bytes(file_id)}
 
     def has_bytes(self, file_id: str) -> bool:
         return self.objects.exists(file_key(file_id))
